@@ -1,0 +1,5 @@
+import sys
+
+from metalora.cli import main
+
+sys.exit(main())

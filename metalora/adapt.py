@@ -1,0 +1,146 @@
+"""Adapting LoRA + head to one scenario's support set: the loop every method ends with.
+
+The same loop serves peft's default init (vanilla), a multi-task init and a meta-learned init; only
+the starting `Init` differs. That is what makes the comparison in the bench fair. The head always
+starts from the support set's class prototypes (computed under the starting LoRA weights), so an
+unseen label set needs nothing but its support examples.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from metalora.config import AdaptConfig
+from metalora.errors import DataError, TrainingError
+from metalora.model import SCALE_KEY, DEFAULT_LOGIT_SCALE, Encoded, LoraClassifier, Params, prototype_head, random_head
+
+
+@dataclass
+class Init:
+    """Where adaptation starts: LoRA weights, a logit scale, and (Meta-SGD) per-weight learning rates."""
+
+    lora: Params
+    logit_scale: Tensor = field(default_factory=lambda: torch.tensor(DEFAULT_LOGIT_SCALE).log())
+    inner_lrs: Params | None = None
+    lineage: dict | None = None  # where it came from: {"path": ...} or {"repo_id": ..., "revision": ...}
+    meta: dict | None = None  # metalora.json of a meta-init (algorithm, suite, recommended adapt settings)
+
+
+def build_head(model: LoraClassifier, lora: Params, support: Encoded, labels: Tensor, num_labels: int,
+               how: str = "prototype", generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    if how == "random":
+        return random_head(model.backbone.hidden_size, num_labels, generator)
+    with torch.no_grad():
+        feats = torch.cat([model.features(lora, b) for b in support.batches(64)])
+    return prototype_head(feats, labels.to(feats.device), num_labels)
+
+
+def adapt(
+    model: LoraClassifier,
+    support: Encoded,
+    labels: Tensor,
+    num_labels: int,
+    init: Init,
+    cfg: AdaptConfig,
+    on_step: Callable[[int, Params], None] | None = None,
+    where: str = "support set",
+) -> Params:
+    """Fine-tune LoRA + head on the support set for `cfg.steps` steps; returns detached params.
+
+    `on_step(step, params)` is called after step 0 (before any update) and after every step, which
+    is how the bench records accuracy as a function of adaptation steps.
+    """
+    if len(support) == 0:
+        raise DataError(f"{where}: the support set is empty")
+    device = model.device
+    labels = labels.to(device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    weight, bias = build_head(model, init.lora, support, labels, num_labels, cfg.head_init, gen)
+    params: Params = {k: v.detach().clone().to(device).requires_grad_(True) for k, v in init.lora.items()}
+    params["head.weight"] = weight.detach().clone().to(device).requires_grad_(True)
+    params["head.bias"] = bias.detach().clone().to(device).requires_grad_(True)
+    params[SCALE_KEY] = init.logit_scale.detach().clone().to(device).requires_grad_(True)
+    lora_keys = [k for k in params if k in init.lora]
+    head_keys = ["head.weight", "head.bias", SCALE_KEY]
+
+    if cfg.optimizer == "sgd":
+        lrs = init.inner_lrs
+        step_fn = _sgd_stepper(params, lora_keys, head_keys, cfg, lrs)
+    else:
+        opt = torch.optim.AdamW(
+            [{"params": [params[k] for k in lora_keys], "lr": cfg.lr},
+             {"params": [params[k] for k in head_keys], "lr": cfg.head_lr}],
+            weight_decay=cfg.weight_decay,
+        )
+
+        def step_fn() -> None:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    if on_step:
+        on_step(0, _detached(params))
+    n = len(support)
+    for step in range(1, cfg.steps + 1):
+        if cfg.batch_size >= n:
+            batch, y = support, labels
+        else:
+            idx = torch.randperm(n, generator=gen)[: cfg.batch_size]
+            batch, y = support.select(idx), labels[idx]
+        loss = F.cross_entropy(model.logits(params, batch), y)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"{where}: the loss became {loss.item()} at adaptation step {step}; lower the learning rate (lr={cfg.lr})")
+        loss.backward()
+        step_fn()
+        if on_step:
+            on_step(step, _detached(params))
+    return _detached(params)
+
+
+def _detached(params: Params) -> Params:
+    return {k: v.detach().clone() for k, v in params.items()}
+
+
+def _sgd_stepper(params: Params, lora_keys, head_keys, cfg: AdaptConfig, lrs: Params | None):
+    """Plain SGD, with Meta-SGD's learned per-weight rates where the init has them."""
+
+    def step() -> None:
+        with torch.no_grad():
+            for k in lora_keys + head_keys:
+                p = params[k]
+                if p.grad is None:
+                    continue
+                if lrs is not None and k in lrs:
+                    lr = lrs[k].to(p.device)
+                else:
+                    lr = cfg.lr if k in lora_keys else cfg.head_lr
+                p.sub_(lr * p.grad)
+                p.grad = None
+
+    return step
+
+
+class Timer:
+    """Wall time and peak memory (RSS on CPU, allocator peak on CUDA) of a block."""
+
+    def __enter__(self) -> "Timer":
+        import resource
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        self._rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import resource
+
+        self.seconds = time.perf_counter() - self.start
+        if torch.cuda.is_available():
+            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            self.peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

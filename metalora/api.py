@@ -1,0 +1,189 @@
+"""The Python API other repos import: adapt a scenario, load an adapter, predict, evaluate.
+
+    import metalora
+    model = metalora.adapt("synthetic/sentiment/kitchen", shots=5)      # or init="path/or/org/meta-init"
+    model.predict(["the lid cracked in a week"]).labels
+    model.save("adapters/kitchen")
+    same = metalora.load_adapter("adapters/kitchen")
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from metalora import __version__
+from metalora.adapt import Init, Timer, adapt as _adapt
+from metalora.adapter_io import (
+    INIT_FILE, check_backbone, load_head, load_params, lora_settings_from, read_meta, save_folder,
+)
+from metalora.backbones import load_backbone
+from metalora.config import AdaptConfig, BackboneConfig, LoraSettings
+from metalora.errors import DataError
+from metalora.model import SCALE_KEY, Encoded, LoraClassifier, Params
+from metalora.scenarios import Scenario, check_support, get_scenario, sample_support
+
+
+@dataclass
+class Prediction:
+    labels: list[str]
+    label_ids: np.ndarray
+    probabilities: np.ndarray  # [n, num_labels], columns in label_names order
+
+
+class AdaptedModel:
+    """A backbone + LoRA + head for one scenario, ready to predict, evaluate and save."""
+
+    def __init__(self, model: LoraClassifier, params: Params, label_names: Sequence[str], metadata: dict):
+        self.model = model
+        self.params = params
+        self.label_names = tuple(label_names)
+        self.metadata = metadata
+
+    def predict(self, texts: Sequence[str] | str, batch_size: int = 64) -> Prediction:
+        if isinstance(texts, str):
+            texts = [texts]
+        probs = self.model.predict_proba(self.params, self.model.encode(list(texts)), batch_size).numpy()
+        ids = probs.argmax(1)
+        return Prediction([self.label_names[i] for i in ids], ids, probs)
+
+    def evaluate(self, scenario: str | Scenario, split: str = "test", enc: Encoded | None = None) -> dict:
+        from metalora.metrics import compute_metrics
+
+        sc = get_scenario(scenario) if isinstance(scenario, str) else scenario
+        ds = sc.load(split)
+        enc = enc if enc is not None else self.model.encode(ds["text"])
+        probs = self.model.predict_proba(self.params, enc).numpy()
+        return compute_metrics(sc.card.metrics, ds["label"], probs, len(self.label_names))
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        return save_folder(path, self.model, self.params, self.metadata, overwrite=overwrite)
+
+
+def build_classifier(backbone: BackboneConfig | str, lora: LoraSettings | None = None) -> LoraClassifier:
+    return LoraClassifier(load_backbone(backbone), lora or LoraSettings())
+
+
+def _resolve(spec: str | Path) -> tuple[Path, dict]:
+    """A local folder as is; anything else is a Hub repo id (optionally hf://ORG/NAME@REV), pulled."""
+    p = Path(spec)
+    if p.is_dir():
+        return p, {"path": str(p.resolve())}
+    if os.path.sep in str(spec) and str(spec).startswith((".", "/")):
+        raise DataError(f"folder {spec} does not exist")
+    from metalora import hub
+
+    repo_id, revision = hub.parse_spec(str(spec))
+    folder = hub.pull(str(spec))
+    return folder, {"repo_id": repo_id, "revision": revision or "main"}
+
+
+def load_init(spec: str | Path, backbone: BackboneConfig | str | None = None) -> tuple[LoraClassifier, Init]:
+    """A meta-init (or any adapter used as a starting point) and the classifier it fits."""
+    from safetensors.torch import load_file
+
+    folder, lineage = _resolve(spec)
+    meta = read_meta(folder)
+    bcfg = _backbone_for(meta, backbone)
+    model = LoraClassifier(load_backbone(bcfg), lora_settings_from(folder))
+    check_backbone(folder, meta, model.backbone)
+    lora = load_params(folder, model)
+    init = Init(lora=lora, lineage=lineage, meta=meta)
+    if (folder / INIT_FILE).is_file():
+        extra = load_file(str(folder / INIT_FILE))
+        if SCALE_KEY in extra:
+            init.logit_scale = extra[SCALE_KEY]
+        lrs = {k.removeprefix("lr."): v for k, v in extra.items() if k.startswith("lr.")}
+        if lrs:
+            from metalora.adapter_io import from_peft_key
+
+            init.inner_lrs = {from_peft_key(k, model.lora_names) if k not in ("head.weight", "head.bias", SCALE_KEY) else k: v
+                              for k, v in lrs.items()}
+    return model, init
+
+
+def _backbone_for(meta: dict, backbone: BackboneConfig | str | None) -> BackboneConfig:
+    saved = meta.get("backbone", {})
+    if backbone is None:
+        return BackboneConfig(name=saved.get("name") or saved.get("base_model"), revision=saved.get("revision"),
+                              max_length=int(saved.get("max_length", 128)), pooling=saved.get("pooling", "auto"))
+    return BackboneConfig(name=backbone) if isinstance(backbone, str) else backbone
+
+
+def load_adapter(spec: str | Path, backbone: BackboneConfig | str | None = None) -> AdaptedModel:
+    folder, _ = _resolve(spec)
+    meta = read_meta(folder)
+    bcfg = _backbone_for(meta, backbone)
+    model = LoraClassifier(load_backbone(bcfg), lora_settings_from(folder))
+    check_backbone(folder, meta, model.backbone)
+    params = load_params(folder, model)
+    head = load_head(folder)
+    if head is None:
+        raise DataError(f"{folder} has no head ({'metalora_head.safetensors'}); it is a meta-init: adapt it to a scenario first")
+    params.update(head)
+    labels = meta.get("scenario", {}).get("label_names")
+    if not labels:
+        raise DataError(f"{folder}/metalora.json: scenario.label_names is missing")
+    return AdaptedModel(model, params, labels, meta)
+
+
+def scenario_meta(sc: Scenario) -> dict:
+    card = sc.card.path
+    try:
+        card = card.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return {"name": sc.name, "family": sc.family, "task_type": sc.task_type, "label_names": list(sc.label_names),
+            "card": str(card)}
+
+
+def adapt(
+    scenario: str | Scenario,
+    *,
+    init: str | Path | None = None,
+    config: AdaptConfig | None = None,
+    shots: int | None = 5,
+    support_split: str = "train",
+    evaluate_split: str | None = "test",
+    model: LoraClassifier | None = None,
+) -> AdaptedModel:
+    """Adapt to a scenario from `shots` examples per class (None = the whole split)."""
+    cfg = config or AdaptConfig()
+    sc = get_scenario(scenario) if isinstance(scenario, str) else scenario
+    if init is not None:
+        model, start = load_init(init, cfg.backbone if config is not None else None)
+    else:
+        model = model or LoraClassifier(load_backbone(cfg.backbone), cfg.lora)
+        start = Init(lora=default_lora(model))
+    ds = sc.load(support_split)
+    if shots is not None:
+        ds = sample_support(ds, shots, cfg.seed, sc.num_labels, where=f"scenario {sc.name} split {support_split}")
+    check_support(ds, sc.num_labels, where=f"scenario {sc.name} split {support_split}")
+    if evaluate_split is not None and evaluate_split not in sc.splits():
+        raise DataError(f"scenario {sc.name} has no {evaluate_split!r} split to evaluate on (has {', '.join(sc.splits())})")
+    enc = model.encode(ds["text"])
+    with Timer() as t:
+        params = _adapt(model, enc, torch.tensor(ds["label"]), sc.num_labels, start, cfg, where=f"scenario {sc.name}")
+    meta = {
+        "metalora_version": __version__,
+        "kind": "adapter",
+        "scenario": scenario_meta(sc),
+        "support": {"split": support_split, "shots": shots, "examples": len(ds), "seed": cfg.seed},
+        "adapt": {"steps": cfg.steps, "lr": cfg.lr, "head_lr": cfg.head_lr, "optimizer": cfg.optimizer, "seconds": round(t.seconds, 3)},
+        "lineage": {"init": start.lineage},
+        "metrics": {},
+    }
+    adapted = AdaptedModel(model, params, sc.label_names, meta)
+    if evaluate_split is not None:
+        adapted.metadata["metrics"] = adapted.evaluate(sc, evaluate_split)
+        adapted.metadata["metrics_split"] = evaluate_split
+    return adapted
+
+
+def default_lora(model: LoraClassifier) -> Params:
+    """peft's own default LoRA init for this model (A random, B zero), fixed at construction."""
+    return model.default_lora

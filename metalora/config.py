@@ -1,0 +1,260 @@
+"""Frozen config dataclasses, and the one place where YAML files and `key=value` overrides become them.
+
+Defaults live once, in the dataclass fields; each field's `help` doubles as documentation and CLI
+help. Validation happens in `__post_init__` through `_Checks`, which collects every problem and raises
+them together, each naming the field. A YAML file that a person wrote may not contain unknown keys:
+a typo must never silently fall back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from metalora.errors import ConfigError
+
+
+def _help(text: str, **kw: Any) -> Any:
+    return field(metadata={"help": text}, **kw)
+
+
+class _Checks:
+    """Collects validation failures so that a user sees all of them at once."""
+
+    def __init__(self, owner: str):
+        self.owner = owner
+        self.problems: list[str] = []
+
+    def require(self, ok: bool, name: str, message: str) -> None:
+        if not ok:
+            self.problems.append(f"{self.owner}.{name}: {message}")
+
+    def choice(self, value: Any, name: str, allowed: typing.Iterable[Any]) -> None:
+        allowed = tuple(allowed)
+        self.require(value in allowed, name, f"got {value!r}; allowed values are {', '.join(map(repr, allowed))}")
+
+    def positive(self, value: float, name: str, allow_zero: bool = False) -> None:
+        ok = value >= 0 if allow_zero else value > 0
+        self.require(ok, name, f"got {value!r}; must be {'>= 0' if allow_zero else '> 0'}")
+
+    def done(self) -> None:
+        if self.problems:
+            raise ConfigError("invalid config:\n  " + "\n  ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = _help(
+        "Backbone: a short name (`minilm`, `smollm2`, `tiny-bert`, `tiny-gpt2`, `tiny-llama`), a Hub model id or a local folder."
+    )
+    revision: str | None = _help("Hub revision (branch, tag or commit) of the backbone; ignored for local folders.", default=None)
+    max_length: int = _help("Tokens kept per example; longer texts are truncated.", default=128)
+    pooling: str = _help("How token states become one vector: `auto` (mean for encoders, last token for decoders), `mean`, `cls`, `last`.", default="auto")
+    dtype: str = _help("Weights dtype for the frozen backbone: `float32`, `bfloat16`, `float16`.", default="float32")
+    load_in_4bit: bool = _help("Quantise the frozen backbone to 4 bits with bitsandbytes (QLoRA); needs CUDA, falls back to float with a warning otherwise.", default=False)
+
+    def __post_init__(self) -> None:
+        c = _Checks("backbone")
+        c.require(bool(self.name), "name", "must name a backbone, e.g. `minilm`")
+        c.positive(self.max_length, "max_length")
+        c.choice(self.pooling, "pooling", ("auto", "mean", "cls", "last"))
+        c.choice(self.dtype, "dtype", ("float32", "bfloat16", "float16"))
+        c.done()
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int = _help("LoRA rank.", default=8)
+    alpha: int = _help("LoRA alpha (the update is scaled by alpha / r).", default=16)
+    dropout: float = _help("Dropout on the LoRA input; keep 0 for meta-learning so inner loops are deterministic.", default=0.0)
+    target_modules: tuple[str, ...] | None = _help(
+        "Module names that get LoRA; empty means the architecture's default (query/value for BERT, q_proj/v_proj for Llama, c_attn for GPT-2).",
+        default=None,
+    )
+    top_layers: int | None = _help(
+        "Put LoRA on the top N transformer layers only. The frozen layers below are then computed once per example and cached, which makes training several times faster. Empty means all layers.",
+        default=None,
+    )
+
+    def __post_init__(self) -> None:
+        c = _Checks("lora")
+        c.positive(self.r, "r")
+        c.positive(self.alpha, "alpha")
+        c.require(0.0 <= self.dropout < 1.0, "dropout", f"got {self.dropout!r}; must be in [0, 1)")
+        if self.top_layers is not None:
+            c.positive(self.top_layers, "top_layers")
+        c.done()
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    backbone: BackboneConfig = _help("The frozen foundation model.", default_factory=lambda: BackboneConfig(name="minilm"))
+    lora: LoraSettings = _help("LoRA settings (ignored when starting from an init, which brings its own).", default_factory=LoraSettings)
+    steps: int = _help("Gradient steps on the support set.", default=30)
+    lr: float = _help("Learning rate of the LoRA weights.", default=1e-3)
+    head_lr: float = _help("Learning rate of the classification head.", default=1e-2)
+    batch_size: int = _help("Support examples per step (the whole support set when it is smaller).", default=16)
+    weight_decay: float = _help("AdamW weight decay.", default=0.0)
+    optimizer: str = _help("`adamw`, or `sgd` (plain SGD, as in the meta-learned inner loop).", default="adamw")
+    head_init: str = _help("`prototype`: head rows from support-set class means (Proto-MAML); `random`: a freshly initialised linear layer.", default="prototype")
+    seed: int = _help("Seed for sampling and training.", default=0)
+    eval_batch_size: int = _help("Batch size for evaluation and prediction.", default=64)
+
+    def __post_init__(self) -> None:
+        c = _Checks("adapt")
+        c.positive(self.steps, "steps", allow_zero=True)
+        c.positive(self.lr, "lr", allow_zero=True)
+        c.positive(self.head_lr, "head_lr", allow_zero=True)
+        c.positive(self.batch_size, "batch_size")
+        c.positive(self.eval_batch_size, "eval_batch_size")
+        c.positive(self.weight_decay, "weight_decay", allow_zero=True)
+        c.choice(self.optimizer, "optimizer", ("adamw", "sgd"))
+        c.choice(self.head_init, "head_init", ("prototype", "random"))
+        c.done()
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML <-> dataclass
+
+
+def _strip_optional(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
+    tp = _strip_optional(tp)
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: `{where}` must be a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, source=source, prefix=f"{where}.")
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: `{where}` must be a list, got {value!r}")
+        (inner, *_rest) = typing.get_args(tp) or (Any,)
+        return tuple(_coerce(v, inner, where, source) for v in value)
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}: `{where}` must be true or false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{source}: `{where}` must be a number, got {value!r}")
+        try:
+            out = tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: `{where}` must be {'an integer' if tp is int else 'a number'}, got {value!r}") from None
+        if tp is int and isinstance(value, float) and value != out:
+            raise ConfigError(f"{source}: `{where}` must be an integer, got {value!r}")
+        return out
+    if tp is str:
+        return str(value)
+    return value
+
+
+def from_dict(cls: type, data: dict, source: str = "<dict>", prefix: str = "") -> Any:
+    """Build a config dataclass from a mapping, refusing unknown keys (named with the file)."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        msgs = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean `{prefix}{close[0]}`?)" if close else f" (known keys: {', '.join(names)})"
+            msgs.append(f"unknown key `{prefix}{key}`{hint}")
+        raise ConfigError(f"{source}: " + "; ".join(msgs))
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}", source) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain, YAML/JSON-ready dict (tuples become lists)."""
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (tuple, list)):
+            return [conv(x) for x in v]
+        if isinstance(v, Path):
+            return str(v)
+        return v
+
+    return conv(cfg)
+
+
+def parse_overrides(overrides: typing.Iterable[str]) -> dict:
+    """`a.b=1` strings -> nested dict; values are parsed as YAML scalars."""
+    out: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override `{item}` must look like key=value, e.g. steps=10 or lora.r=4")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else None
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k] = _merge(merged[k], v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass the path of a YAML file (see recipes/configs/)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config keys")
+    return data
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides: typing.Iterable[str] = (), base: dict | None = None) -> Any:
+    """YAML file (optional) -> `key=value` overrides -> validated frozen dataclass."""
+    data = dict(base or {})
+    source = "<defaults>"
+    if path is not None:
+        data = _merge(data, read_yaml(path))
+        source = str(path)
+    overrides = list(overrides)
+    if overrides:
+        data = _merge(data, parse_overrides(overrides))
+        source = f"{source} + overrides" if path else "command-line overrides"
+    return from_dict(cls, data, source=source)
+
+
+def dump_config(cfg: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")

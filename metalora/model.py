@@ -1,0 +1,237 @@
+"""The classifier every metalora algorithm trains: backbone + peft LoRA + pooling + a per-scenario head.
+
+Why parameters travel as dicts: adaptation, meta-learning and the bench all run many scenarios over
+ONE frozen backbone. The LoRA weights and the head of a scenario are therefore a plain
+`dict[name, Tensor]` (`Params`), swapped in with `torch.func.functional_call`, never a deep copy of
+the model. The head is not part of the module at all: label sets differ from scenario to scenario,
+so a head is built per scenario (from class prototypes, as Proto-MAML does) and applied functionally.
+
+Why a prefix cache: with LoRA on the top N layers only, the layers below never change, so their
+output is computed once per example (`encode`) and every training step runs only the top layers.
+That is exact (tested) and several times faster on a CPU. It is implemented for BERT-style encoders;
+decoders run the whole stack each step.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from metalora.backbones import Backbone, default_target_modules
+from metalora.config import LoraSettings
+
+Params = dict[str, Tensor]
+HEAD_KEYS = ("head.weight", "head.bias")
+SCALE_KEY = "logit_scale"
+DEFAULT_LOGIT_SCALE = 10.0
+
+
+@dataclass
+class Encoded:
+    """Tokenised examples, and for cacheable backbones the frozen prefix's hidden states."""
+
+    ids: Tensor  # [N, T]
+    mask: Tensor  # [N, T]
+    hidden: Tensor | None = None  # [N, T, H] output of the frozen layers below the LoRA ones
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    def select(self, index: Tensor | Sequence[int]) -> "Encoded":
+        index = torch.as_tensor(index, dtype=torch.long)
+        mask = self.mask[index]
+        width = max(int(mask.sum(1).max().item()), 1) if len(index) else 1
+        hidden = self.hidden[index, :width] if self.hidden is not None else None
+        return Encoded(self.ids[index, :width], mask[:, :width], hidden)
+
+    def batches(self, size: int) -> Iterable["Encoded"]:
+        for start in range(0, len(self), size):
+            yield self.select(range(start, min(start + size, len(self))))
+
+
+def lora_config(backbone: Backbone, settings: LoraSettings) -> LoraConfig:
+    targets = list(settings.target_modules) if settings.target_modules else default_target_modules(backbone)
+    layers = None
+    if settings.top_layers is not None:
+        top = min(settings.top_layers, backbone.num_layers)
+        layers = list(range(backbone.num_layers - top, backbone.num_layers))
+    return LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=targets,
+        layers_to_transform=layers,
+        layers_pattern=backbone.layers_path.split(".")[-1] if layers and backbone.layers_path else None,
+        task_type="FEATURE_EXTRACTION",
+        base_model_name_or_path=backbone.base_model,
+        revision=backbone.config.revision,
+    )
+
+
+class LoraClassifier(nn.Module):
+    """A frozen backbone with peft LoRA layers; features are pooled, L2-normalised token states."""
+
+    def __init__(self, backbone: Backbone, settings: LoraSettings):
+        super().__init__()
+        self.backbone = backbone
+        self.settings = settings
+        self.peft_config = lora_config(backbone, settings)
+        backbone.model.name_or_path = backbone.base_model  # peft records it as the adapter's base model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # peft's default LoRA init (A random, B zero) is the same in every run
+            self.peft = get_peft_model(backbone.model, self.peft_config)
+        self.peft.eval()  # dropout off unless a caller opts in; LoRA dropout is applied via train()
+        self.lora_names = tuple(n for n, p in self.named_parameters() if "lora_" in n)
+        for name, p in self.named_parameters():
+            p.requires_grad_(name in self.lora_names)
+        self.default_lora = self.lora_params()  # peft's own init: the `vanilla` starting point
+        layers = self.peft_config.layers_to_transform
+        self.cut = min(layers) if (layers and self.cacheable) else 0
+
+    # -- structure -------------------------------------------------------------------------------
+    @property
+    def cacheable(self) -> bool:
+        return self.backbone.model_type == "bert"
+
+    @property
+    def base(self) -> nn.Module:
+        return self.peft.base_model.model
+
+    def _layers(self) -> nn.ModuleList:
+        node = self.base
+        for part in self.backbone.layers_path.split("."):
+            node = getattr(node, part)
+        return node
+
+    def lora_params(self) -> Params:
+        """The current LoRA weights, detached copies (a snapshot, e.g. peft's default init)."""
+        named = dict(self.named_parameters())
+        return {n: named[n].detach().clone() for n in self.lora_names}
+
+    def load_lora(self, params: Params) -> None:
+        named = dict(self.named_parameters())
+        with torch.no_grad():
+            for n in self.lora_names:
+                named[n].copy_(params[n])
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        tok = self.backbone.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.backbone.config.max_length, return_tensors="pt"
+        )
+        return tok["input_ids"], tok["attention_mask"]
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> Encoded:
+        """Tokenise, and run the frozen prefix once (the part of the stack LoRA never touches)."""
+        ids, mask = self.tokenize(texts)
+        enc = Encoded(ids, mask)
+        if not self.cacheable:
+            return enc
+        device = self.device
+        chunks = []
+        for start in range(0, len(ids), batch_size):
+            i, m = ids[start:start + batch_size].to(device), mask[start:start + batch_size].to(device)
+            h = self.base.embeddings(input_ids=i)
+            ext = self._attention_mask(h, m)
+            for layer in self._layers()[: self.cut]:
+                h = layer(h, ext)
+            chunks.append(h.cpu())
+        enc.hidden = torch.cat(chunks) if chunks else torch.zeros(0, ids.shape[1], self.backbone.hidden_size)
+        return enc
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _attention_mask(self, hidden: Tensor, mask: Tensor):
+        from transformers.masking_utils import create_bidirectional_mask
+
+        return create_bidirectional_mask(config=self.base.config, inputs_embeds=hidden, attention_mask=mask)
+
+    # -- forward ---------------------------------------------------------------------------------
+    def forward(self, ids: Tensor, mask: Tensor, hidden: Tensor | None = None) -> Tensor:
+        """Pooled, normalised features [N, H] from token ids (or the cached prefix states)."""
+        if hidden is not None:
+            ext = self._attention_mask(hidden, mask)
+            h = hidden
+            for layer in self._layers()[self.cut:]:
+                h = layer(h, ext)
+        else:
+            h = self.peft(input_ids=ids, attention_mask=mask).last_hidden_state
+        return F.normalize(pool(h, mask, self.backbone.pooling), dim=-1)
+
+    def features(self, params: Params | None, enc: Encoded) -> Tensor:
+        """Features under `params` (LoRA weights by name) without touching the module's own weights."""
+        device = self.device
+        args = (enc.ids.to(device), enc.mask.to(device), enc.hidden.to(device) if enc.hidden is not None else None)
+        if params is None:
+            return self(*args)
+        lora = {k: v for k, v in params.items() if k in self._lora_set}
+        return functional_call(self, lora, args, strict=False)
+
+    @property
+    def _lora_set(self) -> frozenset:
+        cached = getattr(self, "_lora_set_cache", None)
+        if cached is None:
+            cached = frozenset(self.lora_names)
+            object.__setattr__(self, "_lora_set_cache", cached)
+        return cached
+
+    def logits(self, params: Params, enc: Encoded) -> Tensor:
+        return head_logits(params, self.features(params, enc))
+
+    @torch.no_grad()
+    def predict_proba(self, params: Params, enc: Encoded, batch_size: int = 64) -> Tensor:
+        out = [torch.softmax(self.logits(params, b), dim=-1).cpu() for b in enc.batches(batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, params["head.weight"].shape[0])
+
+
+def pool(h: Tensor, mask: Tensor, how: str) -> Tensor:
+    m = mask.to(h.dtype).unsqueeze(-1)
+    if how == "mean":
+        return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+    if how == "cls":
+        return h[:, 0]
+    # last non-padding token (right padding)
+    last = mask.long().sum(1).clamp_min(1) - 1
+    return h[torch.arange(h.shape[0], device=h.device), last]
+
+
+# -- heads -----------------------------------------------------------------------------------------
+def prototype_head(features: Tensor, labels: Tensor, num_labels: int) -> tuple[Tensor, Tensor]:
+    """Proto-MAML's head: row k = 2 c_k, bias k = -|c_k|^2, so logits rank classes by distance to c_k.
+
+    Differentiable in `features`, so a second-order meta-gradient flows through the prototypes into
+    the LoRA init. A class absent from the support set gets a zero row and a very low bias.
+    """
+    onehot = F.one_hot(labels, num_labels).to(features.dtype)  # [N, C]
+    counts = onehot.sum(0)  # [C]
+    protos = (onehot.T @ features) / counts.clamp_min(1.0).unsqueeze(1)  # [C, H]
+    weight = 2.0 * protos
+    bias = -(protos * protos).sum(1)
+    bias = torch.where(counts > 0, bias, torch.full_like(bias, -1e4))
+    return weight, bias
+
+
+def random_head(hidden: int, num_labels: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    bound = 1.0 / math.sqrt(hidden)
+    weight = (torch.rand(num_labels, hidden, generator=generator) * 2 - 1) * bound
+    return weight, torch.zeros(num_labels)
+
+
+def head_logits(params: Params, features: Tensor) -> Tensor:
+    scale = params[SCALE_KEY].exp() if SCALE_KEY in params else DEFAULT_LOGIT_SCALE
+    return scale * (features @ params["head.weight"].T + params["head.bias"])
+
+
+def fold_head(params: Params) -> tuple[Tensor, Tensor]:
+    """The head as a plain linear layer (the scale multiplied in), for saving and for plain-peft users."""
+    scale = params[SCALE_KEY].exp() if SCALE_KEY in params else torch.tensor(DEFAULT_LOGIT_SCALE)
+    return (scale * params["head.weight"]).detach().clone(), (scale * params["head.bias"]).detach().clone()
