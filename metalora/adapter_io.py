@@ -85,7 +85,7 @@ def save_folder(
 
     def write(tmp: Path) -> None:
         model.load_lora(params)
-        model.peft.save_pretrained(str(tmp))
+        model.peft.save_pretrained(str(tmp), save_embedding_layers=False)  # no Hub look-up
         if "head.weight" in params:
             w, b = fold_head(params)
             save_file({"weight": w.contiguous().cpu(), "bias": b.contiguous().cpu()}, str(tmp / HEAD_FILE))

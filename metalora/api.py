@@ -79,7 +79,8 @@ def _resolve(spec: str | Path) -> tuple[Path, dict]:
 
     repo_id, revision = hub.parse_spec(str(spec))
     folder = hub.pull(str(spec))
-    return folder, {"repo_id": repo_id, "revision": revision or "main"}
+    # lineage names the exact commit, not a branch that may move
+    return folder, hub.hub_origin(folder) or {"repo_id": repo_id, "revision": revision or "main"}
 
 
 def load_init(spec: str | Path, backbone: BackboneConfig | str | None = None) -> tuple[LoraClassifier, Init]:
@@ -89,8 +90,9 @@ def load_init(spec: str | Path, backbone: BackboneConfig | str | None = None) ->
     folder, lineage = _resolve(spec)
     meta = read_meta(folder)
     bcfg = _backbone_for(meta, backbone)
-    model = LoraClassifier(load_backbone(bcfg), lora_settings_from(folder))
-    check_backbone(folder, meta, model.backbone)
+    bb = load_backbone(bcfg)
+    check_backbone(folder, meta, bb)  # before peft tries to put this adapter's LoRA modules on it
+    model = LoraClassifier(bb, lora_settings_from(folder))
     lora = load_params(folder, model)
     init = Init(lora=lora, lineage=lineage, meta=meta)
     if (folder / INIT_FILE).is_file():
@@ -118,8 +120,9 @@ def load_adapter(spec: str | Path, backbone: BackboneConfig | str | None = None)
     folder, _ = _resolve(spec)
     meta = read_meta(folder)
     bcfg = _backbone_for(meta, backbone)
-    model = LoraClassifier(load_backbone(bcfg), lora_settings_from(folder))
-    check_backbone(folder, meta, model.backbone)
+    bb = load_backbone(bcfg)
+    check_backbone(folder, meta, bb)  # before peft tries to put this adapter's LoRA modules on it
+    model = LoraClassifier(bb, lora_settings_from(folder))
     params = load_params(folder, model)
     head = load_head(folder)
     if head is None:

@@ -51,7 +51,8 @@ class _Checks:
 @dataclass(frozen=True)
 class BackboneConfig:
     name: str = _help(
-        "Backbone: a short name (`minilm`, `smollm2`, `tiny-bert`, `tiny-gpt2`, `tiny-llama`), a Hub model id or a local folder."
+        "Backbone: a short name (`minilm`, `smollm2`, `tiny-bert`, `tiny-gpt2`, `tiny-llama`), a Hub model id or a local folder.",
+        default="minilm",
     )
     revision: str | None = _help("Hub revision (branch, tag or commit) of the backbone; ignored for local folders.", default=None)
     max_length: int = _help("Tokens kept per example; longer texts are truncated.", default=128)
@@ -181,7 +182,15 @@ def from_dict(cls: type, data: dict, source: str = "<dict>", prefix: str = "") -
             hint = f" (did you mean `{prefix}{close[0]}`?)" if close else f" (known keys: {', '.join(names)})"
             msgs.append(f"unknown key `{prefix}{key}`{hint}")
         raise ConfigError(f"{source}: " + "; ".join(msgs))
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}", source) for k, v in data.items()}
+    defaults = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        tp = _strip_optional(hints[k])
+        f = defaults[k]
+        if dataclasses.is_dataclass(tp) and isinstance(v, dict) and f.default_factory is not dataclasses.MISSING:
+            # a partial mapping refines this class's own default (e.g. lora.r=4 keeps lora.top_layers)
+            v = _merge(to_dict(f.default_factory()), v)
+        kwargs[k] = _coerce(v, hints[k], f"{prefix}{k}", source)
     try:
         return cls(**kwargs)
     except ConfigError as exc:
@@ -258,3 +267,71 @@ def load_config(cls: type, path: str | Path | None = None, overrides: typing.Ite
 
 def dump_config(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class EpisodeConfig:
+    n_way: int | None = _help("Classes per episode; empty means all of the scenario's classes.", default=None)
+    k_shot: int = _help("Support examples per class.", default=5)
+    query_size: int = _help("Query examples per episode.", default=16)
+    query_balance: str = _help("`balanced`: equal query examples per class; `natural`: drawn with the scenario's own class balance (ARSC test sets are imbalanced).", default="balanced")
+    weighting: str = _help("How scenarios are drawn: `uniform`, or `size` (proportional to their number of examples).", default="uniform")
+    label_permutation: bool = _help("Shuffle the order of classes in every episode, so the init cannot memorise label identities.", default=True)
+    split: str = _help("Split that episodes are drawn from.", default="train")
+
+    def __post_init__(self) -> None:
+        c = _Checks("episodes")
+        if self.n_way is not None:
+            c.require(self.n_way >= 2, "n_way", f"got {self.n_way}; an episode needs at least 2 classes")
+        c.positive(self.k_shot, "k_shot")
+        c.positive(self.query_size, "query_size")
+        c.choice(self.query_balance, "query_balance", ("balanced", "natural"))
+        c.choice(self.weighting, "weighting", ("uniform", "size"))
+        c.done()
+
+
+@dataclass(frozen=True)
+class MetaTrainConfig:
+    backbone: BackboneConfig = _help("The frozen foundation model.", default_factory=lambda: BackboneConfig(name="minilm"))
+    lora: LoraSettings = _help("LoRA settings of the meta-init.", default_factory=lambda: LoraSettings(top_layers=2))
+    algorithm: str = _help("`fomaml`, `maml` (second order), `reptile`, `metasgd`, or `multitask` (the pooled, ordinary-training baseline).", default="fomaml")
+    metasgd_second_order: bool = _help("Meta-SGD through the inner gradients' graph (exact, slower); false trains the rates first-order.", default=False)
+    scenarios: tuple[str, ...] = _help("Training scenarios: names or glob patterns (e.g. `synthetic/*`, `arsc/*`).", default=("synthetic/*",))
+    exclude: tuple[str, ...] = _help("Names or glob patterns removed from `scenarios` (e.g. held-out domains).", default=())
+    exclude_heldout: bool = _help("Drop scenarios whose card says heldout: true.", default=True)
+    val_scenarios: tuple[str, ...] = _help("Scenarios for validation episodes (names or patterns); empty = no validation.", default=())
+    val_split: str = _help("Split validation episodes are drawn from.", default="test")
+    val_episodes: int = _help("Validation episodes (fixed seeds) per evaluation.", default=8)
+    episodes: EpisodeConfig = _help("How episodes are sampled.", default_factory=EpisodeConfig)
+    steps: int = _help("Outer (meta) steps.", default=200)
+    meta_batch: int = _help("Episodes per outer step, over all processes together.", default=4)
+    grad_accum: int = _help("Meta-batches whose gradients are accumulated before each outer update.", default=1)
+    inner_steps: int = _help("SGD steps on the support set inside each episode.", default=3)
+    inner_lr: float = _help("Learning rate of the inner SGD steps (initial value for Meta-SGD).", default=0.1)
+    outer_lr: float = _help("Adam learning rate of the outer loop.", default=1e-3)
+    logit_scale: float = _help("Initial temperature of the prototype head (learned during meta-training).", default=10.0)
+    adapt_steps: int | None = _help("Adaptation steps recorded as the init's default for `metalora adapt` (empty: inner_steps).", default=None)
+    eval_every: int = _help("Validate every N outer steps (0 = never).", default=50)
+    checkpoint_every: int = _help("Write a resumable checkpoint every N outer steps (0 = never).", default=50)
+    mixed_precision: str = _help("`no`, or `bf16` where the device supports it.", default="no")
+    log_with: str = _help("`tensorboard` (logs under output_dir/logs) or `none`.", default="tensorboard")
+    seed: int = _help("Seed of the episode stream; the same seed gives the same run on 1 or N processes.", default=0)
+    output_dir: str = _help("Where checkpoints, logs and the meta-init (output_dir/meta-init) go.", default="runs/meta")
+
+    def __post_init__(self) -> None:
+        c = _Checks("meta")
+        c.choice(self.algorithm, "algorithm", ("fomaml", "maml", "reptile", "metasgd", "multitask"))
+        c.require(len(self.scenarios) > 0, "scenarios", "list at least one scenario or pattern")
+        for name in ("steps", "meta_batch", "grad_accum", "val_episodes"):
+            c.positive(getattr(self, name), name)
+        c.positive(self.inner_steps, "inner_steps", allow_zero=self.algorithm in ("fomaml", "maml", "multitask"))
+        c.positive(self.inner_lr, "inner_lr")
+        c.positive(self.outer_lr, "outer_lr")
+        c.positive(self.logit_scale, "logit_scale")
+        c.positive(self.eval_every, "eval_every", allow_zero=True)
+        c.positive(self.checkpoint_every, "checkpoint_every", allow_zero=True)
+        if self.adapt_steps is not None:
+            c.positive(self.adapt_steps, "adapt_steps", allow_zero=True)
+        c.choice(self.mixed_precision, "mixed_precision", ("no", "bf16"))
+        c.choice(self.log_with, "log_with", ("tensorboard", "none"))
+        c.done()

@@ -94,6 +94,11 @@ class LoraClassifier(nn.Module):
         layers = self.peft_config.layers_to_transform
         self.cut = min(layers) if (layers and self.cacheable) else 0
 
+    def enable_double_backward(self) -> None:
+        """Second-order MAML differentiates through attention's backward, which the fused CPU SDPA
+        kernels do not support; the eager implementation does (and computes the same values)."""
+        self.base.set_attn_implementation("eager")
+
     # -- structure -------------------------------------------------------------------------------
     @property
     def cacheable(self) -> bool:

@@ -1,0 +1,284 @@
+"""The meta-training outer loop, written explicitly on Accelerate's pieces.
+
+Each outer step takes a global meta-batch of `meta_batch * grad_accum` episodes; process r computes
+the episodes i with i % world_size == r, sums their meta-gradients, and one all-reduce (sum) over the
+processes, divided by the global count, gives every process the same averaged gradient. So 1 and N
+processes compute the same update, up to the order of float additions.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from metalora import __version__
+from metalora.adapter_io import atomic_folder, save_folder, to_peft_key
+from metalora.backbones import load_backbone
+from metalora.config import MetaTrainConfig, dump_config, to_dict
+from metalora.errors import TrainingError
+from metalora.meta.algorithms import episode_gradient, inner_loop
+from metalora.meta.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from metalora.meta.episodes import Episode, EpisodeSampler, ExampleCache, select_scenarios
+from metalora.model import SCALE_KEY, LoraClassifier, Params, head_logits, prototype_head
+
+
+@dataclass
+class MetaResult:
+    init_dir: Path
+    steps: int
+    seconds: float
+    episodes: int
+    examples: int
+    best_val: float | None
+    history: list[dict]
+
+
+class MetaTrainer:
+    def __init__(self, cfg: MetaTrainConfig, accelerator=None, cards_dir=None, model: LoraClassifier | None = None):
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.acc = accelerator or Accelerator(
+            mixed_precision=cfg.mixed_precision,
+            log_with="tensorboard" if cfg.log_with == "tensorboard" else None,
+            project_dir=str(self.out / "logs"),
+        )
+        # Validate the suite before loading any model (fast failure on bad input).
+        self.train_scenarios = select_scenarios(cfg.scenarios, cfg.exclude, cfg.exclude_heldout, "scenarios", cards_dir)
+        self.val_scenarios = select_scenarios(cfg.val_scenarios, (), False, "val_scenarios", cards_dir) if cfg.val_scenarios else []
+        global_batch = cfg.meta_batch * cfg.grad_accum
+        if cfg.algorithm != "multitask" and global_batch < self.acc.num_processes:
+            raise TrainingError(f"meta_batch x grad_accum = {global_batch} episodes cannot be shared by {self.acc.num_processes} processes; raise meta_batch")
+        self.model = model or LoraClassifier(load_backbone(cfg.backbone), cfg.lora)
+        self.model.to(self.acc.device)
+        if cfg.algorithm == "maml" or (cfg.algorithm == "metasgd" and cfg.metasgd_second_order):
+            self.model.enable_double_backward()
+        self.cache = ExampleCache(self.model)
+        self.sampler = EpisodeSampler(self.train_scenarios, cfg.episodes, self.cache, cfg.seed, where="scenarios")
+        self.val_sampler = (EpisodeSampler(self.val_scenarios, cfg.episodes, self.cache, cfg.seed + 1_000_003,
+                                           split=cfg.val_split, where="val_scenarios") if self.val_scenarios else None)
+        self._init_meta()
+
+    # -- meta-parameters -------------------------------------------------------------------------
+    def _init_meta(self) -> None:
+        cfg, dev = self.cfg, self.acc.device
+        self.meta: Params = {k: v.clone().to(dev).requires_grad_(True) for k, v in self.model.default_lora.items()}
+        self.meta[SCALE_KEY] = torch.tensor(math.log(cfg.logit_scale), device=dev, requires_grad=True)
+        self.lrs: Params | None = None
+        if cfg.algorithm == "metasgd":
+            self.lrs = {k: torch.full_like(v, cfg.inner_lr).requires_grad_(True) for k, v in self.meta.items()}
+            for k in ("head.weight", "head.bias"):
+                self.lrs[k] = torch.tensor(cfg.inner_lr, device=dev, requires_grad=True)
+        if cfg.algorithm == "multitask":
+            g = torch.Generator().manual_seed(cfg.seed)
+            for pool in self.sampler.pools:
+                w = torch.randn(pool.num_labels, self.model.backbone.hidden_size, generator=g) * 0.01
+                self.meta[f"heads.{pool.name}.weight"] = w.to(dev).requires_grad_(True)
+                self.meta[f"heads.{pool.name}.bias"] = torch.zeros(pool.num_labels, device=dev, requires_grad=True)
+        self.names = list(self.meta) + ([f"lr.{k}" for k in self.lrs] if self.lrs else [])
+        self.tensors = list(self.meta.values()) + (list(self.lrs.values()) if self.lrs else [])
+        optimizer = torch.optim.Adam(self.tensors, lr=cfg.outer_lr)
+        self.optimizer = self.acc.prepare(optimizer)
+
+    def lora(self) -> Params:
+        return {k: v for k, v in self.meta.items() if k in self.model._lora_set}
+
+    # -- one episode -----------------------------------------------------------------------------
+    def _loss(self, params: Params, batch) -> Tensor:
+        enc, y = batch
+        return F.cross_entropy(self.model.logits(params, enc), y.to(self.acc.device))
+
+    def _accuracy(self, params: Params, batch) -> float:
+        enc, y = batch
+        with torch.no_grad():
+            return float((self.model.logits(params, enc).argmax(-1).cpu() == y).float().mean())
+
+    def _build(self, ep: Episode):
+        def build(meta: Params) -> Params:
+            lora = {k: v for k, v in meta.items() if k in self.model._lora_set}
+            feats = self.model.features(lora, ep.support)
+            w, b = prototype_head(feats, ep.support_labels.to(feats.device), ep.num_labels)
+            return {**lora, SCALE_KEY: meta[SCALE_KEY], "head.weight": w, "head.bias": b}
+
+        return build
+
+    def episode_grads(self, ep: Episode):
+        cfg = self.cfg
+        support, query = (ep.support, ep.support_labels), (ep.query, ep.query_labels)
+        if cfg.algorithm == "multitask":
+            return self._multitask_grads(ep)
+        meta = {k: v for k, v in self.meta.items() if not k.startswith("heads.")}
+        return episode_gradient(cfg.algorithm, meta, self._build(ep), self._loss, support, query,
+                                cfg.inner_steps, cfg.inner_lr, lrs=self.lrs, accuracy_fn=self._accuracy,
+                                metasgd_second_order=cfg.metasgd_second_order)
+
+    def _multitask_grads(self, ep: Episode):
+        """Ordinary supervised training: the pooled examples through the scenario's own head."""
+        from metalora.meta.algorithms import EpisodeResult
+
+        classes = ep.classes
+        lora = self.lora()
+        params = {**lora, SCALE_KEY: self.meta[SCALE_KEY],
+                  "head.weight": self.meta[f"heads.{ep.scenario}.weight"][classes],
+                  "head.bias": self.meta[f"heads.{ep.scenario}.bias"][classes]}
+        enc_y = [(ep.support, ep.support_labels), (ep.query, ep.query_labels)]
+        losses = [self._loss(params, b) for b in enc_y]
+        loss = (losses[0] * len(ep.support) + losses[1] * len(ep.query)) / (len(ep.support) + len(ep.query))
+        grads = torch.autograd.grad(loss, list(self.meta.values()), allow_unused=True)
+        out = {k: (torch.zeros_like(v) if g is None else g) for (k, v), g in zip(self.meta.items(), grads)}
+        return EpisodeResult(out, float(loss.detach()), [], self._accuracy(params, enc_y[1]))
+
+    # -- validation ------------------------------------------------------------------------------
+    def validate(self) -> float:
+        """Mean query accuracy after the inner loop, on fixed held-out episodes."""
+        accs = []
+        meta = {k: v.detach() for k, v in self.meta.items() if not k.startswith("heads.")}
+        for i in range(self.cfg.val_episodes):
+            ep = self.val_sampler.episode(0, i)
+            start = {k: v.requires_grad_(True) for k, v in self._build(ep)({**meta}).items()}
+            start = {k: v.detach().requires_grad_(True) for k, v in start.items()}
+            rate = self.lrs and {k: (self.lrs[k].detach() if k in self.lrs else self.cfg.inner_lr) for k in start}
+            adapted, _ = inner_loop(self._loss, start, (ep.support, ep.support_labels), self.cfg.inner_steps,
+                                    rate or self.cfg.inner_lr, create_graph=False)
+            accs.append(self._accuracy(adapted, (ep.query, ep.query_labels)))
+        return float(sum(accs) / len(accs))
+
+    # -- the loop --------------------------------------------------------------------------------
+    def train(self, resume: bool = True) -> MetaResult:
+        from tqdm.auto import tqdm
+
+        cfg, acc = self.cfg, self.acc
+        ckpt_dir = self.out / "checkpoints"
+        start_step, best_val, best_step, history = 0, None, None, []
+        if resume and (last := latest_checkpoint(ckpt_dir)) is not None:
+            tensors, state = load_checkpoint(last, cfg, self.optimizer.optimizer, self.names)
+            with torch.no_grad():
+                for name, t in zip(self.names, self.tensors):
+                    t.copy_(tensors[name].to(t.device))
+            start_step, best_val, best_step = state["step"], state.get("best_val"), state.get("best_step")
+            history = state.get("history", [])
+            if acc.is_main_process:
+                print(f"resuming from {last} (step {start_step})")
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, self.out / "config.yaml")
+        if cfg.log_with == "tensorboard":
+            acc.init_trackers("meta_train", config={k: v for k, v in _flat(to_dict(cfg)).items() if isinstance(v, (int, float, str, bool))})
+
+        world, rank = acc.num_processes, acc.process_index
+        per_step = cfg.meta_batch * cfg.grad_accum
+        my_indices = [i for i in range(per_step) if i % world == rank]
+        episodes = examples = 0
+        t0 = time.perf_counter()
+        bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc=f"meta-train ({cfg.algorithm})",
+                   disable=not acc.is_local_main_process)
+        for step in bar:
+            total = {n: torch.zeros_like(t) for n, t in zip(self.names, self.tensors)}
+            stats = torch.zeros(4, device=acc.device)  # query loss sum, query acc sum, episodes, non-finite count
+            bad_scenario = None
+            for i in my_indices:
+                ep = self.sampler.episode(step, i)
+                with acc.autocast():
+                    res = self.episode_grads(ep)
+                finite = math.isfinite(res.query_loss) and all(torch.isfinite(g).all() for g in res.grads.values())
+                if not finite:
+                    stats[3] += 1
+                    bad_scenario = bad_scenario or ep.scenario
+                    continue
+                for k, g in res.grads.items():
+                    total[k] += g.detach()
+                stats[0] += res.query_loss
+                stats[1] += res.query_accuracy or 0.0
+                stats[2] += 1
+                episodes += 1
+                examples += len(ep.support) + len(ep.query)
+            flat = torch.cat([t.reshape(-1) for t in total.values()] + [stats])
+            flat = acc.reduce(flat, reduction="sum") if world > 1 else flat
+            stats = flat[-4:]
+            if stats[3] > 0:
+                where = f" (scenario {bad_scenario})" if bad_scenario else " (on another process)"
+                raise TrainingError(
+                    f"meta-training hit a non-finite loss or gradient at step {step}{where}; the last good checkpoint in "
+                    f"{ckpt_dir} is kept. Lower outer_lr ({cfg.outer_lr}) or inner_lr ({cfg.inner_lr}) and resume."
+                )
+            offset = 0
+            for name, t in zip(self.names, self.tensors):
+                n = t.numel()
+                t.grad = (flat[offset:offset + n].view_as(t) / per_step).to(t.dtype)
+                offset += n
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+            if self.lrs:
+                with torch.no_grad():
+                    for v in self.lrs.values():
+                        v.clamp_(min=0.0)
+            record = {"step": step + 1, "query_loss": float(stats[0] / stats[2]), "query_acc": float(stats[1] / stats[2])}
+            done = step + 1
+            if self.val_sampler and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+                val = self.validate()
+                record["val_acc"] = val
+                if best_val is None or val > best_val:
+                    best_val, best_step = val, done
+                    if acc.is_main_process:
+                        self.save_init(self.out / "best-init", step=done, val=val)
+            history.append(record)
+            acc.log({k: v for k, v in record.items() if k != "step"}, step=done)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "step"})
+            if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+                if acc.is_main_process:
+                    save_checkpoint(ckpt_dir, done, dict(zip(self.names, self.tensors)), self.optimizer.optimizer, self.names, cfg,
+                                    {"best_val": best_val, "best_step": best_step, "history": history})
+                acc.wait_for_everyone()
+        seconds = time.perf_counter() - t0
+        acc.end_training()
+        init_dir = self.out / "meta-init"
+        if acc.is_main_process:
+            final = self.save_init(self.out / "final-init", step=cfg.steps, val=history[-1].get("val_acc") if history else None)
+            source = self.out / "best-init" if (self.out / "best-init").is_dir() else final
+            _copy_folder(source, init_dir)
+            (self.out / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
+        acc.wait_for_everyone()
+        return MetaResult(init_dir, cfg.steps, seconds, episodes, examples, best_val, history)
+
+    def save_init(self, path: Path, step: int, val: float | None) -> Path:
+        cfg = self.cfg
+        extra = {SCALE_KEY: self.meta[SCALE_KEY].detach()}
+        if self.lrs:
+            for k, v in self.lrs.items():
+                key = k if k in ("head.weight", "head.bias", SCALE_KEY) else to_peft_key(k)
+                extra[f"lr.{key}"] = v.detach()
+        adapt_steps = cfg.adapt_steps if cfg.adapt_steps is not None else max(cfg.inner_steps, 1)
+        meta = {
+            "metalora_version": __version__,
+            "kind": "meta-init",
+            "meta": {"algorithm": cfg.algorithm, "suite": [s.name for s in self.train_scenarios], "steps": step,
+                     "val_scenarios": [s.name for s in self.val_scenarios], "val_acc": val, "config": to_dict(cfg)},
+            "adapt": {"optimizer": "sgd" if cfg.algorithm != "multitask" else "adamw", "lr": cfg.inner_lr,
+                      "head_lr": cfg.inner_lr, "steps": adapt_steps},
+            "lineage": {"init": None},
+            "metrics": {"val_acc": val} if val is not None else {},
+        }
+        return save_folder(path, self.model, self.lora(), meta, overwrite=True, init_tensors=extra)
+
+
+def _copy_folder(src: Path, dst: Path) -> None:
+    import shutil
+
+    atomic_folder(dst, lambda tmp: shutil.copytree(src, tmp, dirs_exist_ok=True), overwrite=True)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
