@@ -54,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except MetaloraError as exc:
-        print(f"metalora {args.command}: error: {exc}", file=sys.stderr)
+        # one line, also for messages that list several problems on indented lines
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        message = f"{lines[0]} {'; '.join(lines[1:])}" if len(lines) > 1 else "".join(lines)
+        print(f"metalora {args.command}: error: {message}", file=sys.stderr)
         return 2
     return int(result or 0)
 

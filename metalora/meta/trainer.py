@@ -21,7 +21,7 @@ from metalora import __version__
 from metalora.adapter_io import atomic_folder, save_folder, to_peft_key
 from metalora.backbones import load_backbone
 from metalora.config import MetaTrainConfig, dump_config, to_dict
-from metalora.errors import TrainingError
+from metalora.errors import ConfigError, TrainingError
 from metalora.meta.algorithms import episode_gradient, inner_loop
 from metalora.meta.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from metalora.meta.episodes import Episode, EpisodeSampler, ExampleCache, select_scenarios
@@ -39,20 +39,32 @@ class MetaResult:
     history: list[dict]
 
 
+def make_accelerator(cfg: MetaTrainConfig, cpu: bool = False):
+    """The Accelerator a meta-training run uses; `cpu=True` is how several CPU processes are started
+    (`accelerate launch --multi_gpu --num_processes N` + Accelerator(cpu=True) -> gloo, MULTI_CPU)."""
+    from accelerate import Accelerator
+
+    return Accelerator(
+        cpu=cpu,
+        mixed_precision=cfg.mixed_precision,
+        log_with="tensorboard" if cfg.log_with == "tensorboard" else None,
+        project_dir=str(Path(cfg.output_dir) / "logs"),
+    )
+
+
 class MetaTrainer:
     def __init__(self, cfg: MetaTrainConfig, accelerator=None, cards_dir=None, model: LoraClassifier | None = None):
-        from accelerate import Accelerator
-
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
-        self.acc = accelerator or Accelerator(
-            mixed_precision=cfg.mixed_precision,
-            log_with="tensorboard" if cfg.log_with == "tensorboard" else None,
-            project_dir=str(self.out / "logs"),
-        )
+        self.acc = accelerator or make_accelerator(cfg)
         # Validate the suite before loading any model (fast failure on bad input).
         self.train_scenarios = select_scenarios(cfg.scenarios, cfg.exclude, cfg.exclude_heldout, "scenarios", cards_dir)
         self.val_scenarios = select_scenarios(cfg.val_scenarios, (), False, "val_scenarios", cards_dir) if cfg.val_scenarios else []
+        if cfg.algorithm != "multitask" and len(self.train_scenarios) < cfg.meta_batch:
+            raise ConfigError(
+                f"meta_batch={cfg.meta_batch} episodes per step but the suite has only {len(self.train_scenarios)} scenario(s) "
+                f"({', '.join(s.name for s in self.train_scenarios)}); lower meta_batch or add scenarios"
+            )
         global_batch = cfg.meta_batch * cfg.grad_accum
         if cfg.algorithm != "multitask" and global_batch < self.acc.num_processes:
             raise TrainingError(f"meta_batch x grad_accum = {global_batch} episodes cannot be shared by {self.acc.num_processes} processes; raise meta_batch")
@@ -237,7 +249,6 @@ class MetaTrainer:
                                     {"best_val": best_val, "best_step": best_step, "history": history})
                 acc.wait_for_everyone()
         seconds = time.perf_counter() - t0
-        acc.end_training()
         init_dir = self.out / "meta-init"
         if acc.is_main_process:
             final = self.save_init(self.out / "final-init", step=cfg.steps, val=history[-1].get("val_acc") if history else None)
@@ -245,6 +256,7 @@ class MetaTrainer:
             _copy_folder(source, init_dir)
             (self.out / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
         acc.wait_for_everyone()
+        acc.end_training()  # last: it also tears down the process group
         return MetaResult(init_dir, cfg.steps, seconds, episodes, examples, best_val, history)
 
     def save_init(self, path: Path, step: int, val: float | None) -> Path:

@@ -1,0 +1,186 @@
+"""Bench reports: aggregation over seeds and tasks, and the three outputs (report.json, report.md, a PNG).
+
+Schema of a comparison report (`report.json`):
+
+    {"benchmark", "metalora_version", "backbone", "shots", "support_split", "seeds", "steps", "curve_steps",
+     "targets": [task, ...], "training": {...domains/scenarios used...}, "meta_training": {method: {...}},
+     "notes": [...],
+     "methods": {method: {"adapt": {...settings...},
+                          "tasks": {task: {"runs": [{"seed", "accuracy", "macro_f1", "seconds", "peak_mb"}],
+                                           "<metric>": {"mean", "std"}}},      # std over seeds
+                          "summary": {"<metric>": {"mean", "std_seeds", "std_tasks", "n_tasks"}},
+                          "curve": {"steps": [...], "accuracy": [...]} | null}}}
+
+`summary.<metric>.mean` is the mean of the per-task means; `std_seeds` the mean over tasks of the
+spread over seeds; `std_tasks` the spread of the per-task means.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+REPORT_METRICS = ("accuracy", "macro_f1", "seconds", "peak_mb")
+
+
+def _mean(xs: Sequence[float]) -> float:
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return float(np.mean(xs)) if xs else float("nan")
+
+
+def _std(xs: Sequence[float]) -> float:
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return float(np.std(xs)) if len(xs) > 1 else 0.0
+
+
+def task_entry(runs: list[dict]) -> dict:
+    entry: dict = {"runs": runs}
+    for m in REPORT_METRICS:
+        vals = [r[m] for r in runs if m in r]
+        entry[m] = {"mean": _mean(vals), "std": _std(vals)}
+    return entry
+
+
+def summarize(tasks: dict[str, dict]) -> dict:
+    out = {}
+    for m in REPORT_METRICS:
+        means = [t[m]["mean"] for t in tasks.values() if m in t]
+        stds = [t[m]["std"] for t in tasks.values() if m in t]
+        out[m] = {"mean": _mean(means), "std_seeds": _mean(stds) if stds else 0.0, "std_tasks": _std(means),
+                  "n_tasks": len(means)}
+    return out
+
+
+def mean_curve(curves: list[dict[int, float]]) -> dict | None:
+    curves = [c for c in curves if c]
+    if not curves:
+        return None
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    return {"steps": steps, "accuracy": [_mean([c[s] for c in curves]) for s in steps],
+            "std": [_std([c[s] for c in curves]) for s in steps]}
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+
+def _clean(obj):
+    """JSON-safe: NaN -> None, numpy scalars -> Python, Paths -> str."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return None if math.isnan(f) or math.isinf(f) else f
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(report: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_clean(report), indent=2), encoding="utf-8")
+    return path
+
+
+def _fmt(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.{digits}f}"
+
+
+def summary_table(report: dict) -> str:
+    """The per-method summary as a Markdown table (also what the CLI prints)."""
+    lines = ["| method | accuracy | macro-F1 | adapt s | peak MB | tasks |", "|---|---|---|---|---|---|"]
+    for name, m in report["methods"].items():
+        s = m["summary"]
+        acc, f1 = s["accuracy"], s["macro_f1"]
+        lines.append(
+            f"| {name} | {_fmt(acc['mean'])} ± {_fmt(acc['std_seeds'])} (tasks ± {_fmt(acc['std_tasks'])}) "
+            f"| {_fmt(f1['mean'])} ± {_fmt(f1['std_seeds'])} | {_fmt(s['seconds']['mean'], 2)} "
+            f"| {_fmt(s['peak_mb']['mean'], 0)} | {acc['n_tasks']} |"
+        )
+    return "\n".join(lines)
+
+
+def comparison_markdown(report: dict) -> str:
+    out = [f"# metalora bench {report['benchmark']}", ""]
+    out.append(f"- backbone: `{report['backbone']}`; shots: {report['shots']} per class from `{report['support_split']}`; "
+               f"seeds: {', '.join(map(str, report['seeds']))}; metalora {report['metalora_version']}")
+    tr = report.get("training") or {}
+    if tr.get("domains") is not None:
+        out.append(f"- training domains: {', '.join(tr['domains']) or 'none'}")
+    if tr.get("skipped"):
+        out.append(f"- skipped training domains: " + "; ".join(f"{d} ({why})" for d, why in tr["skipped"].items()))
+    for name, mt in (report.get("meta_training") or {}).items():
+        if mt.get("seconds") is not None:
+            out.append(f"- {name} init trained in {mt['seconds']:.1f}s ({mt.get('episodes')} episodes) -> `{mt.get('init')}`")
+        else:
+            out.append(f"- {name} init: `{mt.get('init')}` (given)")
+    for note in report.get("notes", []):
+        out.append(f"- note: {note}")
+    out += ["", "## Summary (mean over tasks; ± spread over seeds)", "", summary_table(report), ""]
+    out += ["## Accuracy per task (mean ± std over seeds)", ""]
+    methods = list(report["methods"])
+    out.append("| task | " + " | ".join(methods) + " |")
+    out.append("|---" * (len(methods) + 1) + "|")
+    for task in report["targets"]:
+        cells = []
+        for m in methods:
+            t = report["methods"][m]["tasks"].get(task)
+            cells.append(f"{_fmt(t['accuracy']['mean'])} ± {_fmt(t['accuracy']['std'])}" if t else "")
+        out.append(f"| {task} | " + " | ".join(cells) + " |")
+    curves = {m: v["curve"] for m, v in report["methods"].items() if v.get("curve")}
+    if curves:
+        out += ["", "## Accuracy vs adaptation steps (mean over tasks and seeds)", ""]
+        steps = sorted(set().union(*(c["steps"] for c in curves.values())))
+        out.append("| method | " + " | ".join(str(s) for s in steps) + " |")
+        out.append("|---" * (len(steps) + 1) + "|")
+        for m, c in curves.items():
+            by = dict(zip(c["steps"], c["accuracy"]))
+            out.append(f"| {m} | " + " | ".join(_fmt(by.get(s)) for s in steps) + " |")
+    return "\n".join(out) + "\n"
+
+
+def curve_png(report: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    any_curve = False
+    for name, m in report["methods"].items():
+        c = m.get("curve")
+        if not c:
+            continue
+        any_curve = True
+        xs = [max(s, 0.5) for s in c["steps"]]  # step 0 on a log axis
+        ax.errorbar(xs, c["accuracy"], yerr=c.get("std"), marker="o", capsize=3, label=name)
+    if any_curve:
+        ax.set_xscale("log")
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no curve recorded", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("adaptation steps (0 plotted at 0.5)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"metalora bench {report['benchmark']}: {report['backbone']}, {report['shots']}-shot")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_comparison(report: dict, out: Path) -> dict[str, Path]:
+    out = Path(out)
+    paths = {"json": write_json(report, out / "report.json"), "md": out / "report.md", "png": out / "curve.png"}
+    paths["md"].write_text(comparison_markdown(report), encoding="utf-8")
+    curve_png(report, paths["png"])
+    return paths

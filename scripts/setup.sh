@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install metalora with its test tools into it.
+# torch is pinned to the CPU wheel first so that nothing pulls a multi-GB CUDA build;
+# on a GPU machine install the torch build you want first and this step keeps it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install --quiet --upgrade pip
+python -c "import torch" 2>/dev/null || python -m pip install --quiet "torch==2.13.0"
+python -m pip install --quiet -e ".[test]"
