@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import random
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,6 +16,11 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The models here are tiny, and the test machines' few cores are shared: with several intra-op
+# threads a tiny forward pass waits on busy cores (measured 70x slower under load). One thread by
+# default; METALORA_TEST_THREADS=N to change it.
+torch.set_num_threads(int(os.environ.get("METALORA_TEST_THREADS", "1")))
 
 # A small, separable e-commerce sentiment scenario; texts differ in length so batches get padding.
 POSITIVE = [
@@ -81,46 +87,49 @@ def tiny_backbone() -> Callable:
     return make
 
 
+def write_scenario(
+    here: Path,
+    rows: dict[str, list[dict]] | None = None,
+    *,
+    name: str = "local/reviews",
+    family: str = "sentiment",
+    task_type: str = "binary",
+    text_columns: Sequence[str] = ("review",),
+    label_column: str = "label",
+    label_names: Sequence[str] = ("negative", "positive"),
+    metrics: Sequence[str] = ("accuracy", "macro_f1"),
+    data_files: dict | None = None,
+    **extra,
+) -> Path:
+    """Write `<here>/card.md` (a local scenario card) and `<here>/<split>.jsonl` for each split of `rows`
+    (default: `default_rows()`); `data_files` overrides what the card points at, `extra` adds or
+    replaces `metalora:` fields. Returns the card's path."""
+    rows = default_rows() if rows is None else rows
+    here.mkdir(parents=True, exist_ok=True)
+    for split, split_rows in rows.items():
+        with open(here / f"{split}.jsonl", "w", encoding="utf-8") as fh:
+            for row in split_rows:
+                fh.write(json.dumps(row) + "\n")
+    meta = {
+        "name": name, "family": family, "task_type": task_type, "text_columns": list(text_columns),
+        "label_column": label_column, "label_names": list(label_names), "metrics": list(metrics),
+        "source": {"type": "local", "format": "json",
+                   "data_files": data_files if data_files is not None else {s: f"{s}.jsonl" for s in rows}},
+        **extra,
+    }
+    header = yaml.safe_dump({"pretty_name": name, "tags": ["metalora"], "metalora": meta}, sort_keys=False)
+    card = here / "card.md"
+    card.write_text(f"---\n{header}---\n\n# {name}\n\nA test scenario.\n", encoding="utf-8")
+    return card
+
+
 @pytest.fixture
 def write_card(tmp_path: Path) -> Callable:
-    """`write(rows=None, *, folder="scenario", **metalora fields)` -> path of a local scenario card.
+    """`write(rows=None, *, folder="scenario", **fields)` -> a local scenario card under tmp_path
+    (see `write_scenario`)."""
 
-    `rows` maps split -> list of row dicts (default: `default_rows()`), each written as
-    `<folder>/<split>.jsonl`; `data_files` overrides which files the card points at.
-    """
-
-    def write(
-        rows: dict[str, list[dict]] | None = None,
-        *,
-        folder: str = "scenario",
-        name: str = "local/reviews",
-        family: str = "sentiment",
-        task_type: str = "binary",
-        text_columns: Sequence[str] = ("review",),
-        label_column: str = "label",
-        label_names: Sequence[str] = ("negative", "positive"),
-        metrics: Sequence[str] = ("accuracy", "macro_f1"),
-        data_files: dict | None = None,
-        **extra,
-    ) -> Path:
-        rows = default_rows() if rows is None else rows
-        here = tmp_path / folder
-        here.mkdir(parents=True, exist_ok=True)
-        for split, split_rows in rows.items():
-            with open(here / f"{split}.jsonl", "w", encoding="utf-8") as fh:
-                for row in split_rows:
-                    fh.write(json.dumps(row) + "\n")
-        meta = {
-            "name": name, "family": family, "task_type": task_type, "text_columns": list(text_columns),
-            "label_column": label_column, "label_names": list(label_names), "metrics": list(metrics),
-            "source": {"type": "local", "format": "json",
-                       "data_files": data_files if data_files is not None else {s: f"{s}.jsonl" for s in rows}},
-            **extra,
-        }
-        header = yaml.safe_dump({"pretty_name": name, "tags": ["metalora"], "metalora": meta}, sort_keys=False)
-        card = here / "card.md"
-        card.write_text(f"---\n{header}---\n\n# {name}\n\nA test scenario.\n", encoding="utf-8")
-        return card
+    def write(rows: dict[str, list[dict]] | None = None, *, folder: str = "scenario", **fields) -> Path:
+        return write_scenario(tmp_path / folder, rows, **fields)
 
     return write
 

@@ -2,7 +2,6 @@
 and every bad card / data file / support request is a DataError naming the file and the field."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

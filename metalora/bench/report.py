@@ -184,3 +184,72 @@ def write_comparison(report: dict, out: Path) -> dict[str, Path]:
     paths["md"].write_text(comparison_markdown(report), encoding="utf-8")
     curve_png(report, paths["png"])
     return paths
+
+
+# -- speed ----------------------------------------------------------------------------------------------
+
+
+def speed_markdown(report: dict) -> str:
+    out = [f"# metalora bench speed", "",
+           f"metalora {report['metalora_version']}, torch {report['torch']}, device {report['device']}, "
+           f"{report['threads']} threads; median of {report['repeats']} timed repeats after a warm-up.", "",
+           "Plain step: peft LoRA (same settings) over the whole backbone, forward + backward through every layer, "
+           "AdamW. Meta-steps: `MetaTrainer.episode_grads` + outer step on the same episodes (frozen prefix cached). "
+           "Ratio = meta-step seconds per example / plain-step seconds per example.", "",
+           "| backbone | plain ex/s | FO meta ex/s | FO ratio | SO meta ex/s | SO ratio |", "|---|---|---|---|---|---|"]
+    for b, r in report["backbones"].items():
+        s = r["steps"]
+        out.append(f"| {b} | {_fmt(s['plain_peft']['examples_per_s'], 1)} | {_fmt(s['meta_first_order']['examples_per_s'], 1)} "
+                   f"| {_fmt(s['meta_first_order']['ratio_vs_plain'], 2)} | {_fmt(s['meta_second_order']['examples_per_s'], 1)} "
+                   f"| {_fmt(s['meta_second_order']['ratio_vs_plain'], 2)} |")
+    out += ["", "## Adaptation cost (peft init, AdaptConfig defaults; encoding included)", "",
+            "| backbone | shots/class | examples | seconds | peak MB |", "|---|---|---|---|---|"]
+    for b, r in report["backbones"].items():
+        for k, a in r["adaptation"]["shots"].items():
+            out.append(f"| {b} | {k} | {a['examples']} | {_fmt(a['seconds'], 2)} | {_fmt(a['peak_mb'], 0)} |")
+    out += ["", "## Meta-training throughput by process count", "", "| backbone | processes | episodes | seconds | episodes/s |",
+            "|---|---|---|---|---|"]
+    for b, r in report["backbones"].items():
+        for n, p in r["processes"].items():
+            out.append(f"| {b} | {n} | {p['episodes']:.0f} | {_fmt(p['seconds'], 2)} | {_fmt(p['episodes_per_s'], 2)} |")
+    return "\n".join(out) + "\n"
+
+
+def speed_png(report: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["backbones"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    kinds = [("plain_peft", "plain peft"), ("meta_first_order", "meta FO"), ("meta_second_order", "meta SO")]
+    width = 0.8 / len(kinds)
+    for j, (key, label) in enumerate(kinds):
+        vals = [report["backbones"][b]["steps"][key]["examples_per_s"] for b in names]
+        axes[0].bar([i + j * width for i in range(len(names))], vals, width, label=label)
+    axes[0].set_xticks([i + width for i in range(len(names))], names)
+    axes[0].set_ylabel("examples / s")
+    axes[0].set_yscale("log")
+    axes[0].legend()
+    axes[0].set_title("training step throughput")
+    for b in names:
+        shots = report["backbones"][b]["adaptation"]["shots"]
+        axes[1].plot([int(k) for k in shots], [v["seconds"] for v in shots.values()], marker="o", label=b)
+    axes[1].set_xlabel("shots per class")
+    axes[1].set_ylabel("adaptation seconds")
+    axes[1].legend()
+    axes[1].set_title("adaptation wall time")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_speed(report: dict, out: Path) -> dict[str, Path]:
+    out = Path(out)
+    paths = {"json": write_json(report, out / "speed.json"), "md": out / "speed.md", "png": out / "speed.png"}
+    paths["md"].write_text(speed_markdown(report), encoding="utf-8")
+    speed_png(report, paths["png"])
+    return paths

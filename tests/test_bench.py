@@ -1,0 +1,255 @@
+"""`metalora bench`: support-selection rules, the report schema, a tiny end-to-end ARSC run, bad inputs."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metalora.bench import arsc as bench_arsc
+from metalora.bench.methods import parse_methods
+from metalora.bench.report import summarize, task_entry
+from metalora.cli import main
+from metalora.errors import ConfigError, DataError
+
+POS = ["great product love it", "works perfectly very happy", "excellent quality fast shipping", "amazing value buy again",
+       "fantastic sturdy as described", "kids adore it", "best one i have owned", "comfortable fit lovely colour"]
+NEG = ["broke after one day", "terrible quality waste of money", "arrived damaged seller silent", "does not work at all",
+       "awful smell returned it", "zipper fell off", "cheap plastic cracked", "refund took a month"]
+
+TINY_META = """\
+backbone: {name: tiny-bert, max_length: 32}
+lora: {r: 4, top_layers: 2}
+algorithm: fomaml
+steps: 2
+meta_batch: 2
+inner_steps: 1
+episodes: {k_shot: 2, query_size: 4}
+eval_every: 0
+checkpoint_every: 0
+log_with: none
+"""
+
+
+def _write(folder: Path, name: str, per_class: int, seed: int = 0) -> None:
+    rng = random.Random(f"{name}-{seed}")
+    lines = []
+    for i in range(per_class):
+        lines.append(f"{name} {rng.choice(POS)} {i}\t1")
+        lines.append(f"{name} {rng.choice(NEG)} {i}\t-1")
+    (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def make_arsc(folder: Path) -> Path:
+    """tgt: t2 with a fixed 2-shot .train (exactly 2 x 2 lines), t4 with a larger .train; aa, bb train domains;
+    cc has no .train (skipped by `all`); dd has no .dev."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _write(folder, "tgt.t2.train", 2)
+    _write(folder, "tgt.t4.train", 7)
+    for t in ("t2", "t4"):
+        _write(folder, f"tgt.{t}.dev", 6)
+        _write(folder, f"tgt.{t}.test", 5)
+    for d in ("aa", "bb"):
+        for split, n in (("train", 8), ("dev", 4), ("test", 4)):
+            _write(folder, f"{d}.t2.{split}", n)
+    _write(folder, "cc.t2.dev", 4)
+    _write(folder, "cc.t2.test", 4)
+    _write(folder, "dd.t2.train", 6)
+    _write(folder, "dd.t2.test", 4)
+    return folder
+
+
+@pytest.fixture()
+def arsc_dir(tmp_path) -> Path:
+    return make_arsc(tmp_path / "arsc")
+
+
+# -- support selection ----------------------------------------------------------------------------------
+
+
+def _texts(path: Path) -> set[str]:
+    return {line.rpartition("\t")[0].strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+def test_fixed_train_support_is_used_as_is(arsc_dir):
+    (t2,) = bench_arsc.arsc_targets(arsc_dir, ["tgt.t2"], "train")
+    assert t2.is_fixed(2)
+    a, b = t2.support(2, 0), t2.support(2, 3)
+    assert list(a["text"]) == list(b["text"]) and len(a) == 4
+    assert set(a["text"]) == _texts(arsc_dir / "tgt.t2.train")
+    assert not t2.is_fixed(1)  # 4 lines != 2 x 1: sampled instead
+    assert len(t2.support(1, 0)) == 2
+
+
+def test_train_support_sampled_when_not_exactly_two_times_shots(arsc_dir):
+    (t4,) = bench_arsc.arsc_targets(arsc_dir, ["tgt.t4"], "train")
+    assert not t4.is_fixed(2)
+    s0, s0_again, s1 = t4.support(2, 0), t4.support(2, 0), t4.support(2, 1)
+    assert len(s0) == 4 and sorted(s0["label"]) == [0, 0, 1, 1]
+    assert list(s0["text"]) == list(s0_again["text"])
+    assert set(s0["text"]) != set(s1["text"])
+    assert set(s0["text"]) <= _texts(arsc_dir / "tgt.t4.train")
+
+
+def test_dev_support_sampled_per_seed_and_never_reads_test(tmp_path, monkeypatch):
+    folder = make_arsc(tmp_path / "fresh")  # a fresh folder: nothing cached from other tests
+    import metalora.scenarios as scenarios
+
+    read = []
+    real = scenarios._read_arsc
+    monkeypatch.setattr(scenarios, "_read_arsc", lambda path, name: (read.append(Path(path).name), real(path, name))[1])
+    tasks = bench_arsc.arsc_targets(folder, ["tgt"], "dev")
+    assert [t.name for t in tasks] == ["arsc/tgt.t2", "arsc/tgt.t4"]
+    dev_texts = _texts(folder / "tgt.t2.dev")
+    seen = []
+    for seed in range(4):
+        sup = tasks[0].support(3, seed)
+        assert len(sup) == 6 and set(sup["text"]) <= dev_texts
+        assert list(sup["text"]) == list(tasks[0].support(3, seed)["text"])
+        seen.append(tuple(sup["text"]))
+        tasks[1].support(3, seed)
+    assert len(set(seen)) > 1
+    assert read and not any(name.endswith(".test") for name in read)
+    assert not tasks[0].is_fixed(3)  # the fixed-file rule is for --support-split train only
+
+
+def test_train_domains_all_skips_domains_without_train(arsc_dir, tmp_path):
+    tasks = bench_arsc.arsc_targets(arsc_dir, ["tgt"], "dev")
+    tr = bench_arsc.arsc_training(arsc_dir, "all", tasks, tmp_path / "cards")
+    assert tr.describe["domains"] == ["aa", "bb", "dd"]
+    assert "cc" in tr.describe["skipped"]
+    assert all(not s.startswith("arsc/tgt.") for s in tr.scenarios)
+
+
+# -- report schema -------------------------------------------------------------------------------------
+
+
+def test_summary_means_are_means_of_task_values():
+    tasks = {
+        "a": task_entry([{"seed": 0, "accuracy": 0.5, "macro_f1": 0.4, "seconds": 1.0, "peak_mb": 10.0},
+                         {"seed": 1, "accuracy": 0.7, "macro_f1": 0.6, "seconds": 3.0, "peak_mb": 10.0}]),
+        "b": task_entry([{"seed": 0, "accuracy": 0.9, "macro_f1": 0.9, "seconds": 2.0, "peak_mb": 20.0},
+                         {"seed": 1, "accuracy": 0.9, "macro_f1": 0.8, "seconds": 2.0, "peak_mb": 20.0}]),
+    }
+    assert tasks["a"]["accuracy"]["mean"] == pytest.approx(0.6)
+    s = summarize(tasks)
+    assert s["accuracy"]["mean"] == pytest.approx(0.75)
+    assert s["accuracy"]["std_tasks"] == pytest.approx(0.15)
+    assert s["accuracy"]["std_seeds"] == pytest.approx(0.05)
+    assert s["seconds"]["mean"] == pytest.approx(2.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    data = make_arsc(root / "arsc")
+    cfg = root / "tiny.yaml"
+    cfg.write_text(TINY_META)
+    out = root / "out"
+    rc = main(["bench", "arsc", "--data-dir", str(data), "--targets", "tgt.t2", "--train-domains", "aa,bb",
+               "--support-split", "train", "--shots", "2", "--seeds", "0", "1", "--backbone", "tiny-bert",
+               "--methods", "vanilla,frozen-lr,multitask,meta", "--meta-config", str(cfg), "--steps", "2",
+               "--curve-steps", "0,1,3", "--out", str(out), "--no-progress"])
+    return rc, out
+
+
+def test_tiny_end_to_end(tiny_run):
+    rc, out = tiny_run
+    assert rc == 0
+    for name in ("report.json", "report.md", "curve.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0
+    assert (out / "meta-train" / "meta-init").is_dir() and (out / "multitask-train" / "meta-init").is_dir()
+    md = (out / "report.md").read_text()
+    for m in ("vanilla", "frozen-lr", "multitask", "meta"):
+        assert f"| {m} |" in md
+
+
+def test_report_json_schema(tiny_run):
+    _, out = tiny_run
+    r = json.loads((out / "report.json").read_text())
+    for key in ("benchmark", "metalora_version", "backbone", "shots", "seeds", "targets", "training", "meta_training", "methods"):
+        assert key in r, key
+    assert r["backbone"] == "tiny-bert" and r["shots"] == 2 and r["targets"] == ["arsc/tgt.t2"]
+    assert r["training"]["domains"] == ["aa", "bb"]
+    assert r["meta_training"]["meta"]["seconds"] > 0 and r["meta_training"]["multitask"]["seconds"] > 0
+    assert set(r["methods"]) == {"vanilla", "frozen-lr", "multitask", "meta"}
+    for name, m in r["methods"].items():
+        task = m["tasks"]["arsc/tgt.t2"]
+        assert [run["seed"] for run in task["runs"]] == [0, 1]
+        for metric in ("accuracy", "macro_f1", "seconds", "peak_mb"):
+            vals = [run[metric] for run in task["runs"]]
+            assert task[metric]["mean"] == pytest.approx(np.mean(vals))
+            per_task = [t[metric]["mean"] for t in m["tasks"].values()]
+            assert m["summary"][metric]["mean"] == pytest.approx(np.mean(per_task))
+        assert 0.0 <= m["summary"]["accuracy"]["mean"] <= 1.0
+    for name in ("meta", "vanilla", "multitask"):
+        assert r["methods"][name]["curve"]["steps"] == [0, 1, 3]
+        assert r["methods"][name]["adapt"]["steps"] == 2
+    assert r["methods"]["frozen-lr"]["curve"] is None
+    assert r["methods"]["meta"]["adapt"]["optimizer"] == "sgd"
+
+
+# -- bad input, refused before any training ---------------------------------------------------------------
+
+
+def _bench(arsc_dir, out, *extra):
+    return main(["bench", "arsc", "--data-dir", str(arsc_dir), "--backbone", "tiny-bert", "--shots", "2", "--seeds", "0",
+                 "--out", str(out), "--no-progress", *extra])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--targets", "zz", "--methods", "vanilla"), "no files for domain 'zz'"),
+    (("--targets", "dd", "--support-split", "dev", "--methods", "vanilla"), "dd.t2.dev is missing"),
+    (("--targets", "tgt", "--train-domains", "aa,tgt", "--methods", "meta"), "leak"),
+    (("--targets", "tgt", "--train-domains", "aa,cc", "--methods", "meta"), "no .train file"),
+    (("--targets", "tgt", "--support-split", "dev", "--shots", "7", "--methods", "vanilla"), "only 6"),
+    (("--targets", "tgt", "--methods", "vanilla,fancy"), "unknown method 'fancy'"),
+    (("--targets", "tgt", "--methods", "meta,select"), "adapter-library"),
+    (("--targets", "tgt.t9", "--methods", "vanilla"), "unknown threshold"),
+])
+def test_bad_input_refused_before_training(arsc_dir, tmp_path, capsys, extra, message):
+    out = tmp_path / "out"
+    # a meta config that would train if reached; a refusal must come first
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_META)
+    args = list(extra)
+    if "--shots" in args:  # our own --shots replaces the default one
+        i = args.index("--shots")
+        shots = args[i + 1]
+        del args[i:i + 2]
+        rc = main(["bench", "arsc", "--data-dir", str(arsc_dir), "--backbone", "tiny-bert", "--shots", shots, "--seeds", "0",
+                   "--out", str(out), "--no-progress", "--meta-config", str(cfg), *args])
+    else:
+        rc = _bench(arsc_dir, out, "--meta-config", str(cfg), *args)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (out / "meta-train").exists() and not (out / "report.json").exists()
+
+
+def test_parse_methods():
+    assert parse_methods("meta, vanilla,meta") == ["meta", "vanilla"]
+    with pytest.raises(ConfigError):
+        parse_methods("")
+    with pytest.raises(ConfigError, match="adapter-library"):
+        parse_methods("compose")
+
+
+def test_setfit_skipped_with_note_when_missing(arsc_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_arsc, "setfit_available", lambda: False)
+    opts = bench_arsc.BenchOptions(methods=["frozen-lr", "setfit"], out=tmp_path / "o", shots=2, seeds=(0,),
+                                   backbone="tiny-bert", curve_steps=(), progress=False)
+    r = bench_arsc.run_arsc(arsc_dir, ["tgt.t2"], "all", "train", opts)
+    assert list(r["methods"]) == ["frozen-lr"]
+    assert any("setfit" in n for n in r["notes"])
+
+
+def test_bench_help_lists_every_flag(capsys):
+    for sub in ("arsc", "synthetic", "speed"):
+        with pytest.raises(SystemExit):
+            main(["bench", sub, "--help"])
+        text = capsys.readouterr().out
+        assert "--out" in text
