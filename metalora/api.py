@@ -83,17 +83,23 @@ def _resolve(spec: str | Path) -> tuple[Path, dict]:
     return folder, hub.hub_origin(folder) or {"repo_id": repo_id, "revision": revision or "main"}
 
 
+def _open_folder(spec: str | Path, backbone: BackboneConfig | str | None) -> tuple[Path, dict, dict, LoraClassifier, Params]:
+    """Resolve, read metadata, check the backbone (before peft injects LoRA into it), load LoRA."""
+    folder, lineage = _resolve(spec)
+    meta = read_meta(folder)
+    bb = load_backbone(_backbone_for(meta, backbone))
+    check_backbone(folder, meta, bb)
+    model = LoraClassifier(bb, lora_settings_from(folder))
+    return folder, lineage, meta, model, load_params(folder, model)
+
+
 def load_init(spec: str | Path, backbone: BackboneConfig | str | None = None) -> tuple[LoraClassifier, Init]:
     """A meta-init (or any adapter used as a starting point) and the classifier it fits."""
     from safetensors.torch import load_file
 
-    folder, lineage = _resolve(spec)
-    meta = read_meta(folder)
-    bcfg = _backbone_for(meta, backbone)
-    bb = load_backbone(bcfg)
-    check_backbone(folder, meta, bb)  # before peft tries to put this adapter's LoRA modules on it
-    model = LoraClassifier(bb, lora_settings_from(folder))
-    lora = load_params(folder, model)
+    from metalora.adapter_io import from_peft_key
+
+    folder, lineage, meta, model, lora = _open_folder(spec, backbone)
     init = Init(lora=lora, lineage=lineage, meta=meta)
     if (folder / INIT_FILE).is_file():
         extra = load_file(str(folder / INIT_FILE))
@@ -101,9 +107,7 @@ def load_init(spec: str | Path, backbone: BackboneConfig | str | None = None) ->
             init.logit_scale = extra[SCALE_KEY]
         lrs = {k.removeprefix("lr."): v for k, v in extra.items() if k.startswith("lr.")}
         if lrs:
-            from metalora.adapter_io import from_peft_key
-
-            init.inner_lrs = {from_peft_key(k, model.lora_names) if k not in ("head.weight", "head.bias", SCALE_KEY) else k: v
+            init.inner_lrs = {k if k in ("head.weight", "head.bias", SCALE_KEY) else from_peft_key(k, model.lora_names): v
                               for k, v in lrs.items()}
     return model, init
 
@@ -117,21 +121,22 @@ def _backbone_for(meta: dict, backbone: BackboneConfig | str | None) -> Backbone
 
 
 def load_adapter(spec: str | Path, backbone: BackboneConfig | str | None = None) -> AdaptedModel:
-    folder, _ = _resolve(spec)
-    meta = read_meta(folder)
-    bcfg = _backbone_for(meta, backbone)
-    bb = load_backbone(bcfg)
-    check_backbone(folder, meta, bb)  # before peft tries to put this adapter's LoRA modules on it
-    model = LoraClassifier(bb, lora_settings_from(folder))
-    params = load_params(folder, model)
+    folder, _, meta, model, params = _open_folder(spec, backbone)
     head = load_head(folder)
     if head is None:
-        raise DataError(f"{folder} has no head ({'metalora_head.safetensors'}); it is a meta-init: adapt it to a scenario first")
+        raise DataError(f"{folder} has no head (metalora_head.safetensors): it is a meta-init; adapt it to a scenario first")
     params.update(head)
     labels = meta.get("scenario", {}).get("label_names")
     if not labels:
         raise DataError(f"{folder}/metalora.json: scenario.label_names is missing")
     return AdaptedModel(model, params, labels, meta)
+
+
+def init_adapt_defaults(spec: str | Path) -> dict:
+    """The adaptation settings a meta-init recommends (its inner loop), as AdaptConfig fields."""
+    folder, _ = _resolve(spec)
+    rec = read_meta(folder).get("adapt") or {}
+    return {k: rec[k] for k in ("optimizer", "lr", "head_lr", "steps") if k in rec}
 
 
 def scenario_meta(sc: Scenario) -> dict:
@@ -158,7 +163,11 @@ def adapt(
     cfg = config or AdaptConfig()
     sc = get_scenario(scenario) if isinstance(scenario, str) else scenario
     if init is not None:
-        model, start = load_init(init, cfg.backbone if config is not None else None)
+        if config is None:
+            cfg = AdaptConfig(**init_adapt_defaults(init))
+        # the init brings its own backbone unless the caller chose one explicitly
+        explicit = cfg.backbone if cfg.backbone != AdaptConfig().backbone else None
+        model, start = load_init(init, explicit)
     else:
         model = model or LoraClassifier(load_backbone(cfg.backbone), cfg.lora)
         start = Init(lora=default_lora(model))

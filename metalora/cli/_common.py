@@ -18,14 +18,14 @@ def add_adapt_flags(p: argparse.ArgumentParser) -> None:
                    help="Override any config field, e.g. --set lora.r=4 --set head_lr=0.05 (repeatable).")
 
 
-def adapt_config(args: argparse.Namespace) -> AdaptConfig:
+def adapt_config(args: argparse.Namespace, base: dict | None = None) -> AdaptConfig:
     overrides = list(args.overrides)
     for flag in ("steps", "lr", "seed"):
         if getattr(args, flag, None) is not None:
             overrides.append(f"{flag}={getattr(args, flag)}")
     if getattr(args, "backbone", None):
         overrides.append(f"backbone.name={args.backbone}")
-    return load_config(AdaptConfig, args.config, overrides)
+    return load_config(AdaptConfig, args.config, overrides, base=base)
 
 
 def print_metrics(metrics: dict, as_json: bool = False) -> None:

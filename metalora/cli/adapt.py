@@ -27,7 +27,12 @@ def run(args: argparse.Namespace) -> int:
     from metalora.scenarios import get_scenario
 
     check_target(args.out, args.overwrite)  # before any long work
-    cfg = adapt_config(args)
+    base = None
+    if args.init:
+        from metalora.api import init_adapt_defaults
+
+        base = init_adapt_defaults(args.init)  # the init's own inner loop, unless overridden
+    cfg = adapt_config(args, base)
     sc = get_scenario(args.scenario)
     eval_split = None if args.eval_split == "none" else args.eval_split
     model = adapt(sc, init=args.init, config=cfg, shots=None if args.full else args.shots,
