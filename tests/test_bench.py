@@ -253,3 +253,26 @@ def test_bench_help_lists_every_flag(capsys):
             main(["bench", sub, "--help"])
         text = capsys.readouterr().out
         assert "--out" in text
+
+
+def test_speed_tiny(tmp_path):
+    from metalora.bench.speed import run_speed
+
+    r = run_speed("tiny-bert", tmp_path / "speed", shots=(2,), repeats=1, processes=(1,), meta_steps=1)
+    for name in ("speed.json", "speed.md", "speed.png"):
+        assert (tmp_path / "speed" / name).is_file()
+    s = r["backbones"]["tiny-bert"]["steps"]
+    for key in ("plain_peft", "meta_first_order", "meta_second_order"):
+        assert s[key]["examples_per_s"] > 0
+    assert s["meta_first_order"]["ratio_vs_plain"] == pytest.approx(
+        s["plain_peft"]["examples_per_s"] / s["meta_first_order"]["examples_per_s"])
+    assert r["backbones"]["tiny-bert"]["adaptation"]["shots"]["2"]["examples"] == 4
+    assert r["backbones"]["tiny-bert"]["processes"]["1"]["episodes_per_s"] > 0
+
+
+def test_speed_bad_flags():
+    from metalora.bench.speed import parse_ints
+
+    with pytest.raises(ConfigError):
+        parse_ints("1,x", "--processes")
+    assert main(["bench", "speed", "--processes", "0", "--backbone", "tiny-bert"]) == 2

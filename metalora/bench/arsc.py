@@ -10,14 +10,12 @@ that folder) and handing it to `MetaTrainer(cards_dir=...)`, so `metalora.meta` 
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from metalora import __version__
 from metalora.bench.methods import (
@@ -26,7 +24,7 @@ from metalora.bench.methods import (
 )
 from metalora.bench.report import mean_curve, summarize, summary_table, task_entry, write_comparison
 from metalora.cards import ScenarioCard
-from metalora.config import AdaptConfig, BackboneConfig, LoraSettings, MetaTrainConfig, load_config
+from metalora.config import AdaptConfig, BackboneConfig, MetaTrainConfig, load_config
 from metalora.errors import ConfigError, DataError
 from metalora.scenarios import Scenario, arsc_domains, arsc_file, sample_support
 
@@ -354,6 +352,9 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
         elif m == "frozen-lr":
             setups[m] = (ref, None, None)
 
+    if not torch_cuda():
+        notes.append("peak_mb on a CPU is the process's peak resident memory so far (ru_maxrss), an upper bound per run")
+
     # 4. the runs
     runs: dict[str, dict[str, list]] = {m: {t.name: [] for t in targets} for m in methods}
     curves: dict[str, list] = {m: [] for m in methods}
@@ -445,3 +446,9 @@ def run_arsc(data_dir: str | Path, targets: Sequence[str], train_domains: str | 
 def run_synthetic(opts: BenchOptions) -> dict:
     opts.benchmark = "synthetic"
     return compare(synthetic_targets(), synthetic_training(), opts)
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -211,6 +211,9 @@ def speed_markdown(report: dict) -> str:
             "|---|---|---|---|---|"]
     for b, r in report["backbones"].items():
         for n, p in r["processes"].items():
+            if "error" in p:
+                out.append(f"| {b} | {n} | n/a | n/a | error: {p['error']} |")
+                continue
             out.append(f"| {b} | {n} | {p['episodes']:.0f} | {_fmt(p['seconds'], 2)} | {_fmt(p['episodes_per_s'], 2)} |")
     return "\n".join(out) + "\n"
 

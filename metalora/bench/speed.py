@@ -164,7 +164,7 @@ def _launched(cfg_dict: dict, result_path: str) -> None:
         Path(result_path).write_text(json.dumps({"seconds": res.seconds, "episodes": float(total)}))
 
 
-def process_throughput(backbone: str, processes: Sequence[int], steps: int, workdir: Path) -> dict:
+def process_throughput(backbone: str, processes: Sequence[int], steps: int, workdir: Path, timeout: int = 600) -> dict:
     from metalora.config import to_dict
     from metalora.meta.trainer import MetaTrainer
 
@@ -175,10 +175,24 @@ def process_throughput(backbone: str, processes: Sequence[int], steps: int, work
             res = MetaTrainer(cfg).train(resume=False)
             seconds, episodes = res.seconds, res.episodes
         else:
-            from accelerate import debug_launcher
+            # A fresh interpreter runs accelerate's CPU launcher: forking this process, whose torch thread
+            # pools are already running, can deadlock the children.
+            import subprocess
 
             result = workdir / f"proc{n}.json"
-            debug_launcher(_launched, args=(to_dict(cfg), str(result)), num_processes=n)
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / f"proc{n}.cfg.json").write_text(json.dumps(to_dict(cfg)))
+            code = ("import json, sys; from accelerate import debug_launcher; from metalora.bench.speed import _launched; "
+                    f"debug_launcher(_launched, args=(json.load(open(sys.argv[1])), sys.argv[2]), num_processes={n})")
+            try:
+                proc = subprocess.run([sys.executable, "-c", code, str(workdir / f"proc{n}.cfg.json"), str(result)],
+                                      capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                out[str(n)] = {"error": f"timed out after {timeout}s"}
+                continue
+            if proc.returncode != 0 or not result.is_file():
+                out[str(n)] = {"error": (proc.stderr or "").strip().splitlines()[-1:] or ["failed"]}
+                continue
             data = json.loads(result.read_text())
             seconds, episodes = data["seconds"], data["episodes"]
         out[str(n)] = {"seconds": seconds, "episodes": episodes, "episodes_per_s": episodes / seconds if seconds else None,

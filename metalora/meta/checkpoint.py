@@ -46,6 +46,15 @@ def save_checkpoint(folder: Path, step: int, tensors: dict[str, torch.Tensor], o
     return atomic_folder(folder / f"step-{step:07d}", write, overwrite=True)
 
 
+def remove_partial(folder: Path) -> None:
+    """Delete the temporary folders (`.NAME.tmp-*`) that a run killed in the middle of a save leaves."""
+    import shutil
+
+    for tmp in Path(folder).glob(".*.tmp-*"):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
     found = sorted(p for p in Path(folder).glob("step-*") if (p / "state.json").is_file())
     return found[-1] if found else None

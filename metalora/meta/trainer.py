@@ -23,7 +23,7 @@ from metalora.backbones import load_backbone
 from metalora.config import MetaTrainConfig, dump_config, to_dict
 from metalora.errors import ConfigError, TrainingError
 from metalora.meta.algorithms import episode_gradient, inner_loop
-from metalora.meta.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from metalora.meta.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from metalora.meta.episodes import Episode, EpisodeSampler, ExampleCache, select_scenarios
 from metalora.model import SCALE_KEY, LoraClassifier, Params, head_logits, prototype_head
 
@@ -180,6 +180,8 @@ class MetaTrainer:
                 print(f"resuming from {last} (step {start_step})")
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
+            remove_partial(self.out)  # left by a run killed while saving
+            remove_partial(ckpt_dir)
             dump_config(cfg, self.out / "config.yaml")
         if cfg.log_with == "tensorboard":
             acc.init_trackers("meta_train", config={k: v for k, v in _flat(to_dict(cfg)).items() if isinstance(v, (int, float, str, bool))})
@@ -217,8 +219,9 @@ class MetaTrainer:
             if stats[3] > 0:
                 where = f" (scenario {bad_scenario})" if bad_scenario else " (on another process)"
                 raise TrainingError(
-                    f"meta-training hit a non-finite loss or gradient at step {step}{where}; the last good checkpoint in "
-                    f"{ckpt_dir} is kept. Lower outer_lr ({cfg.outer_lr}) or inner_lr ({cfg.inner_lr}) and resume."
+                    f"meta-training hit a non-finite loss or gradient at step {step + 1}{where}; the last good checkpoint in "
+                    f"{ckpt_dir} is kept. Lower outer_lr ({cfg.outer_lr}) or inner_lr ({cfg.inner_lr}) and start again with "
+                    "--no-resume (a checkpoint resumes only under the config that wrote it)."
                 )
             offset = 0
             for name, t in zip(self.names, self.tensors):
