@@ -123,6 +123,16 @@ def test_train_domains_all_skips_domains_without_train(arsc_dir, tmp_path):
     assert all(not s.startswith("arsc/tgt.") for s in tr.scenarios)
 
 
+def test_train_domains_all_skips_domains_too_small_for_an_episode(arsc_dir, tmp_path):
+    _write(arsc_dir, "ee.t2.train", 2)  # 2 per class: fewer than one episode needs (like tools_hardware)
+    tasks = bench_arsc.arsc_targets(arsc_dir, ["tgt"], "dev")
+    tr = bench_arsc.arsc_training(arsc_dir, "all", tasks, tmp_path / "cards", min_per_class=6)
+    assert "ee" not in tr.describe["domains"] and "fewer than one episode" in tr.describe["skipped"]["ee"]
+    assert "aa" in tr.describe["domains"]  # 8 per class is enough
+    tr_explicit = bench_arsc.arsc_training(arsc_dir, "aa,ee", tasks, tmp_path / "cards2", min_per_class=6)
+    assert tr_explicit.describe["domains"] == ["aa", "ee"]  # an explicit list is taken as given
+
+
 # -- report schema -------------------------------------------------------------------------------------
 
 

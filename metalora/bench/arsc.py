@@ -117,9 +117,23 @@ def arsc_targets(data_dir: Path, targets: Sequence[str], support_split: str) -> 
     return tasks
 
 
+def _smallest_class(path: Path) -> int:
+    counts = {"1": 0, "-1": 0}
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            label = line.rstrip("\n").rpartition("\t")[2].strip()
+            if label in counts:
+                counts[label] += 1
+    return min(counts.values())
+
+
 def arsc_training(data_dir: Path, train_domains: str | Sequence[str], targets: Sequence[TargetTask],
-                  cards_dir: Path) -> Training:
-    """Training tasks: every (domain, threshold) of the training domains that has a .train file."""
+                  cards_dir: Path, min_per_class: int = 0) -> Training:
+    """Training tasks: every (domain, threshold) of the training domains that has a .train file.
+
+    With `all`, a domain whose .train files cannot fill one episode (a class with fewer than
+    `min_per_class` examples, e.g. tools_hardware) is skipped and named in the report.
+    """
     data_dir = Path(data_dir)
     available = arsc_domains(data_dir)
     target_domains = sorted({t.scenario.arsc_task[0] for t in targets})
@@ -143,6 +157,11 @@ def arsc_training(data_dir: Path, train_domains: str | Sequence[str], targets: S
                 raise DataError(f"--train-domains: domain {d!r} has no .train file in {data_dir}; it cannot be trained on")
             skipped[d] = "no .train file"
             continue
+        if not explicit and min_per_class:
+            small = min(_smallest_class(arsc_file(data_dir, d, t, "train")) for t in thrs)
+            if small < min_per_class:
+                skipped[d] = f"a class with {small} .train examples, fewer than one episode needs ({min_per_class})"
+                continue
         used.append(d)
         names += [f"arsc/{d}.{t}" for t in thrs]
     return Training(tuple(names), cards_dir=cards_dir, exclude_heldout=False,
@@ -430,7 +449,9 @@ def run_arsc(data_dir: str | Path, targets: Sequence[str], train_domains: str | 
     tasks = arsc_targets(data_dir, targets, support_split)
     needs_training = ("meta" in opts.methods and not opts.meta_init) or ("multitask" in opts.methods and not opts.multitask_init)
     with tempfile.TemporaryDirectory(prefix="metalora-bench-cards-") as tmp:
-        training = arsc_training(data_dir, train_domains, tasks, Path(tmp))
+        episodes = load_config(MetaTrainConfig, opts.meta_config, list(opts.meta_overrides)).episodes
+        need = episodes.k_shot + (-(-episodes.query_size // 2) if episodes.query_balance == "balanced" else 1)
+        training = arsc_training(data_dir, train_domains, tasks, Path(tmp), min_per_class=need if needs_training else 0)
         if needs_training:
             if not training.scenarios:
                 raise DataError(f"no training domain with a .train file in {data_dir}; cannot train the meta / multitask inits")
