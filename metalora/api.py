@@ -158,6 +158,7 @@ def adapt(
     support_split: str = "train",
     evaluate_split: str | None = "test",
     model: LoraClassifier | None = None,
+    progress: bool = False,
 ) -> AdaptedModel:
     """Adapt to a scenario from `shots` examples per class (None = the whole split)."""
     cfg = config or AdaptConfig()
@@ -178,8 +179,16 @@ def adapt(
     if evaluate_split is not None and evaluate_split not in sc.splits():
         raise DataError(f"scenario {sc.name} has no {evaluate_split!r} split to evaluate on (has {', '.join(sc.splits())})")
     enc = model.encode(ds["text"])
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, desc=f"adapt {sc.name}", leave=False)
     with Timer() as t:
-        params = _adapt(model, enc, torch.tensor(ds["label"]), sc.num_labels, start, cfg, where=f"scenario {sc.name}")
+        params = _adapt(model, enc, torch.tensor(ds["label"]), sc.num_labels, start, cfg, where=f"scenario {sc.name}",
+                        on_step=(lambda step, _p: bar.update(1 if step else 0)) if bar else None)
+    if bar:
+        bar.close()
     meta = {
         "metalora_version": __version__,
         "kind": "adapter",

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     sc = get_scenario(args.scenario)
     eval_split = None if args.eval_split == "none" else args.eval_split
     model = adapt(sc, init=args.init, config=cfg, shots=None if args.full else args.shots,
-                  support_split=args.support_split, evaluate_split=eval_split)
+                  support_split=args.support_split, evaluate_split=eval_split, progress=True)
     path = model.save(args.out, overwrite=args.overwrite)
     print(f"adapted {sc.name} in {model.metadata['adapt']['seconds']:.1f}s -> {path}")
     if model.metadata.get("metrics"):
