@@ -178,12 +178,17 @@ def curve_png(report: dict, path: Path) -> Path:
     return path
 
 
-def write_comparison(report: dict, out: Path) -> dict[str, Path]:
+def _write_outputs(report: dict, out: Path, stem: str, png_name: str, markdown, plot) -> dict[str, Path]:
+    """The three outputs every bench writes: STEM.json, STEM.md and a PNG."""
     out = Path(out)
-    paths = {"json": write_json(report, out / "report.json"), "md": out / "report.md", "png": out / "curve.png"}
-    paths["md"].write_text(comparison_markdown(report), encoding="utf-8")
-    curve_png(report, paths["png"])
+    paths = {"json": write_json(report, out / f"{stem}.json"), "md": out / f"{stem}.md", "png": out / png_name}
+    paths["md"].write_text(markdown(report), encoding="utf-8")
+    plot(report, paths["png"])
     return paths
+
+
+def write_comparison(report: dict, out: Path) -> dict[str, Path]:
+    return _write_outputs(report, out, "report", "curve.png", comparison_markdown, curve_png)
 
 
 # -- speed ----------------------------------------------------------------------------------------------
@@ -251,8 +256,4 @@ def speed_png(report: dict, path: Path) -> Path:
 
 
 def write_speed(report: dict, out: Path) -> dict[str, Path]:
-    out = Path(out)
-    paths = {"json": write_json(report, out / "speed.json"), "md": out / "speed.md", "png": out / "speed.png"}
-    paths["md"].write_text(speed_markdown(report), encoding="utf-8")
-    speed_png(report, paths["png"])
-    return paths
+    return _write_outputs(report, out, "speed", "speed.png", speed_markdown, speed_png)
