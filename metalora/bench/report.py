@@ -116,7 +116,7 @@ def comparison_markdown(report: dict) -> str:
     if tr.get("domains") is not None:
         out.append(f"- training domains: {', '.join(tr['domains']) or 'none'}")
     if tr.get("skipped"):
-        out.append(f"- skipped training domains: " + "; ".join(f"{d} ({why})" for d, why in tr["skipped"].items()))
+        out.append("- skipped training domains: " + "; ".join(f"{d} ({why})" for d, why in tr["skipped"].items()))
     for name, mt in (report.get("meta_training") or {}).items():
         if mt.get("seconds") is not None:
             out.append(f"- {name} init trained in {mt['seconds']:.1f}s ({mt.get('episodes')} episodes) -> `{mt.get('init')}`")
@@ -195,7 +195,7 @@ def write_comparison(report: dict, out: Path) -> dict[str, Path]:
 
 
 def speed_markdown(report: dict) -> str:
-    out = [f"# metalora bench speed", "",
+    out = ["# metalora bench speed", "",
            f"metalora {report['metalora_version']}, torch {report['torch']}, device {report['device']}, "
            f"{report['threads']} threads; median of {report['repeats']} timed repeats after a warm-up.", "",
            "Plain step: peft LoRA (same settings) over the whole backbone, forward + backward through every layer, "

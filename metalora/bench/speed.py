@@ -114,7 +114,6 @@ def step_costs(backbone: str, repeats: int, workdir: Path) -> dict:
         opt.zero_grad(set_to_none=True)
 
     plain_s = _time(plain_step, repeats)
-    del peft_model, bb, opt
 
     so = MetaTrainer(replace(cfg, algorithm="maml", output_dir=str(workdir / "so")), model=model)
     so_s = _time(lambda: meta_step(so), repeats)

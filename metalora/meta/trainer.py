@@ -25,7 +25,7 @@ from metalora.errors import ConfigError, TrainingError
 from metalora.meta.algorithms import episode_gradient, inner_loop
 from metalora.meta.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from metalora.meta.episodes import Episode, EpisodeSampler, ExampleCache, select_scenarios
-from metalora.model import SCALE_KEY, LoraClassifier, Params, head_logits, prototype_head
+from metalora.model import SCALE_KEY, LoraClassifier, Params, prototype_head
 
 
 @dataclass
@@ -154,11 +154,13 @@ class MetaTrainer:
         meta = {k: v.detach() for k, v in self.meta.items() if not k.startswith("heads.")}
         for i in range(self.cfg.val_episodes):
             ep = self.val_sampler.episode(0, i)
-            start = {k: v.requires_grad_(True) for k, v in self._build(ep)({**meta}).items()}
-            start = {k: v.detach().requires_grad_(True) for k, v in start.items()}
-            rate = self.lrs and {k: (self.lrs[k].detach() if k in self.lrs else self.cfg.inner_lr) for k in start}
+            with torch.no_grad():
+                built = self._build(ep)(meta)
+            start = {k: v.detach().requires_grad_(True) for k, v in built.items()}
+            rate = ({k: self.lrs[k].detach() if k in self.lrs else self.cfg.inner_lr for k in start}
+                    if self.lrs else self.cfg.inner_lr)
             adapted, _ = inner_loop(self._loss, start, (ep.support, ep.support_labels), self.cfg.inner_steps,
-                                    rate or self.cfg.inner_lr, create_graph=False)
+                                    rate, create_graph=False)
             accs.append(self._accuracy(adapted, (ep.query, ep.query_labels)))
         return float(sum(accs) / len(accs))
 
