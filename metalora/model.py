@@ -88,6 +88,7 @@ class LoraClassifier(nn.Module):
             self.peft = get_peft_model(backbone.model, self.peft_config)
         self.peft.eval()  # dropout off unless a caller opts in; LoRA dropout is applied via train()
         self.lora_names = tuple(n for n, p in self.named_parameters() if "lora_" in n)
+        self.lora_set = frozenset(self.lora_names)
         for name, p in self.named_parameters():
             p.requires_grad_(name in self.lora_names)
         self.default_lora = self.lora_params()  # peft's own init: the `vanilla` starting point
@@ -178,16 +179,11 @@ class LoraClassifier(nn.Module):
         args = (enc.ids.to(device), enc.mask.to(device), enc.hidden.to(device) if enc.hidden is not None else None)
         if params is None:
             return self(*args)
-        lora = {k: v for k, v in params.items() if k in self._lora_set}
-        return functional_call(self, lora, args, strict=False)
+        return functional_call(self, self.lora_only(params), args, strict=False)
 
-    @property
-    def _lora_set(self) -> frozenset:
-        cached = getattr(self, "_lora_set_cache", None)
-        if cached is None:
-            cached = frozenset(self.lora_names)
-            object.__setattr__(self, "_lora_set_cache", cached)
-        return cached
+    def lora_only(self, params: Params) -> Params:
+        """The LoRA entries of a params dict (dropping head, scale and anything else)."""
+        return {k: v for k, v in params.items() if k in self.lora_set}
 
     def logits(self, params: Params, enc: Encoded) -> Tensor:
         return head_logits(params, self.features(params, enc))

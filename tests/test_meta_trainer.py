@@ -259,7 +259,7 @@ def test_validation_keeps_the_best_init(tmp_path, tiny_backbone, monkeypatch):
     # best-init holds the weights after step 2 (the checkpoint of step 2), not the final ones
     ckpt = load_file(str(out / "checkpoints" / "step-0000002" / "meta.safetensors"))
     adapter = load_file(str(out / "best-init" / "adapter_model.safetensors"))
-    lora_names = [n for n in t.names if n in t.model._lora_set]
+    lora_names = [n for n in t.names if n in t.model.lora_set]
     assert lora_names and sorted(adapter) == sorted(to_peft_key(n) for n in lora_names)
     for n in lora_names:
         assert_close(adapter[to_peft_key(n)], ckpt[n], atol=0, rtol=0)

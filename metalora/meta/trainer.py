@@ -100,7 +100,7 @@ class MetaTrainer:
         self.optimizer = self.acc.prepare(optimizer)
 
     def lora(self) -> Params:
-        return {k: v for k, v in self.meta.items() if k in self.model._lora_set}
+        return self.model.lora_only(self.meta)
 
     # -- one episode -----------------------------------------------------------------------------
     def _loss(self, params: Params, batch) -> Tensor:
@@ -114,7 +114,7 @@ class MetaTrainer:
 
     def _build(self, ep: Episode):
         def build(meta: Params) -> Params:
-            lora = {k: v for k, v in meta.items() if k in self.model._lora_set}
+            lora = self.model.lora_only(meta)
             feats = self.model.features(lora, ep.support)
             w, b = prototype_head(feats, ep.support_labels.to(feats.device), ep.num_labels)
             return {**lora, SCALE_KEY: meta[SCALE_KEY], "head.weight": w, "head.bias": b}
