@@ -27,17 +27,20 @@ class Init:
     lora: Params
     logit_scale: Tensor = field(default_factory=lambda: torch.tensor(DEFAULT_LOGIT_SCALE).log())
     inner_lrs: Params | None = None
+    head_prior: Tensor | None = None  # meta-learned class-prior direction (MetaTrainConfig.head_prior)
     lineage: dict | None = None  # where it came from: {"path": ...} or {"repo_id": ..., "revision": ...}
     meta: dict | None = None  # metalora.json of a meta-init (algorithm, suite, recommended adapt settings)
 
 
 def build_head(model: LoraClassifier, lora: Params, support: Encoded, labels: Tensor, num_labels: int,
-               how: str = "prototype", generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+               how: str = "prototype", generator: torch.Generator | None = None,
+               prior: Tensor | None = None) -> tuple[Tensor, Tensor]:
     if how == "random":
         return random_head(model.backbone.hidden_size, num_labels, generator)
     with torch.no_grad():
         feats = torch.cat([model.features(lora, b) for b in support.batches(64)])
-    return prototype_head(feats, labels.to(feats.device), num_labels)
+        return prototype_head(feats, labels.to(feats.device), num_labels,
+                              prior.to(feats.device) if prior is not None else None)
 
 
 def adapt(
@@ -60,7 +63,7 @@ def adapt(
     device = model.device
     labels = labels.to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    weight, bias = build_head(model, init.lora, support, labels, num_labels, cfg.head_init, gen)
+    weight, bias = build_head(model, init.lora, support, labels, num_labels, cfg.head_init, gen, init.head_prior)
     params: Params = {k: v.detach().clone().to(device).requires_grad_(True) for k, v in init.lora.items()}
     params["head.weight"] = weight.detach().clone().to(device).requires_grad_(True)
     params["head.bias"] = bias.detach().clone().to(device).requires_grad_(True)

@@ -310,7 +310,18 @@ class MetaTrainConfig:
     inner_lr: float = _help("Learning rate of the inner SGD steps (initial value for Meta-SGD).", default=0.1)
     outer_lr: float = _help("Adam learning rate of the outer loop.", default=1e-3)
     logit_scale: float = _help("Initial temperature of the prototype head (learned during meta-training).", default=10.0)
+    head_prior: bool = _help(
+        "Also meta-learn a class-prior direction u: each class's head bias gets u . (its prototype), so classes that look like "
+        "the frequent classes of training are favoured (learned from natural-balance query sets). fomaml, maml, metasgd.",
+        default=False,
+    )
     adapt_steps: int | None = _help("Adaptation steps recorded as the init's default for `metalora adapt` (empty: inner_steps).", default=None)
+    adapt_steps_choices: tuple[int, ...] = _help(
+        "Step counts every validation scores (SGD at inner_lr on the support set); the init records the best as its adaptation "
+        "default, ties going to fewer steps, and the best init is kept by that best score. Chosen on val_scenarios, never on "
+        "targets. Empty: adapt_steps as given.",
+        default=(),
+    )
     eval_every: int = _help("Validate every N outer steps (0 = never).", default=50)
     checkpoint_every: int = _help("Write a resumable checkpoint every N outer steps (0 = never).", default=50)
     mixed_precision: str = _help("`no`, or `bf16` where the device supports it.", default="no")
@@ -328,10 +339,18 @@ class MetaTrainConfig:
         c.positive(self.inner_lr, "inner_lr")
         c.positive(self.outer_lr, "outer_lr")
         c.positive(self.logit_scale, "logit_scale")
+        c.require(not self.head_prior or self.algorithm in ("fomaml", "maml", "metasgd"), "head_prior",
+                  f"is learned through the head, which {self.algorithm} does not differentiate; use fomaml, maml or metasgd")
         c.positive(self.eval_every, "eval_every", allow_zero=True)
         c.positive(self.checkpoint_every, "checkpoint_every", allow_zero=True)
         if self.adapt_steps is not None:
             c.positive(self.adapt_steps, "adapt_steps", allow_zero=True)
+        for n in self.adapt_steps_choices:
+            c.positive(n, "adapt_steps_choices", allow_zero=True)
+        c.require(not (self.adapt_steps_choices and self.adapt_steps is not None), "adapt_steps_choices",
+                  "set adapt_steps or adapt_steps_choices, not both (the choice replaces adapt_steps)")
+        c.require(not self.adapt_steps_choices or (bool(self.val_scenarios) and self.eval_every > 0), "adapt_steps_choices",
+                  "choosing the adaptation steps needs validation episodes; set val_scenarios and eval_every > 0")
         c.choice(self.mixed_precision, "mixed_precision", ("no", "bf16"))
         c.choice(self.log_with, "log_with", ("tensorboard", "none"))
         c.done()

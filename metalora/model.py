@@ -29,6 +29,7 @@ from metalora.config import LoraSettings
 Params = dict[str, Tensor]
 HEAD_KEYS = ("head.weight", "head.bias")
 SCALE_KEY = "logit_scale"
+PRIOR_KEY = "head.prior"  # meta-learned class-prior direction u (see prototype_head)
 DEFAULT_LOGIT_SCALE = 10.0
 
 
@@ -206,17 +207,24 @@ def pool(h: Tensor, mask: Tensor, how: str) -> Tensor:
 
 
 # -- heads -----------------------------------------------------------------------------------------
-def prototype_head(features: Tensor, labels: Tensor, num_labels: int) -> tuple[Tensor, Tensor]:
+def prototype_head(features: Tensor, labels: Tensor, num_labels: int, prior: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Proto-MAML's head: row k = 2 c_k, bias k = -|c_k|^2, so logits rank classes by distance to c_k.
 
     Differentiable in `features`, so a second-order meta-gradient flows through the prototypes into
     the LoRA init. A class absent from the support set gets a zero row and a very low bias.
+
+    `prior` (u, meta-learned) adds u . c_k to bias k. A balanced support set says nothing about how
+    often each class occurs, but the training scenarios do: on ARSC the positive class is the frequent
+    one, and its prototype sits in a recognisable region, so u learns to favour classes that look like
+    it. Being a function of the prototypes, it needs no fixed label order and serves unseen labels.
     """
     onehot = F.one_hot(labels, num_labels).to(features.dtype)  # [N, C]
     counts = onehot.sum(0)  # [C]
     protos = (onehot.T @ features) / counts.clamp_min(1.0).unsqueeze(1)  # [C, H]
     weight = 2.0 * protos
     bias = -(protos * protos).sum(1)
+    if prior is not None:
+        bias = bias + protos @ prior.to(protos.dtype)
     bias = torch.where(counts > 0, bias, torch.full_like(bias, -1e4))
     return weight, bias
 

@@ -23,6 +23,7 @@ TINY_META = """\
 backbone: {name: tiny-bert, max_length: 32}
 lora: {r: 4, top_layers: 2}
 algorithm: fomaml
+head_prior: true
 steps: 2
 meta_batch: 2
 inner_steps: 1
@@ -171,6 +172,11 @@ def test_tiny_end_to_end(tiny_run):
     for name in ("report.json", "report.md", "curve.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0
     assert (out / "meta-train" / "meta-init").is_dir() and (out / "multitask-train" / "meta-init").is_dir()
+    # the meta init carries its class-prior direction; the multitask baseline (own heads) trains without one
+    from metalora.api import load_init
+
+    assert load_init(out / "meta-train" / "meta-init")[1].head_prior is not None
+    assert load_init(out / "multitask-train" / "meta-init")[1].head_prior is None
     md = (out / "report.md").read_text()
     for m in ("vanilla", "frozen-lr", "multitask", "meta"):
         assert f"| {m} |" in md

@@ -12,6 +12,7 @@ from metalora.config import (
     AdaptConfig,
     BackboneConfig,
     LoraSettings,
+    MetaTrainConfig,
     dump_config,
     from_dict,
     load_config,
@@ -160,3 +161,20 @@ def test_bad_files(tmp_path):
 
 def test_config_error_is_a_metalora_error():
     assert issubclass(ConfigError, MetaloraError) and issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        ({"adapt_steps_choices": [0, 2]}, "set val_scenarios"),
+        ({"adapt_steps_choices": [0, 2], "val_scenarios": ["synthetic/x"], "eval_every": 0}, "eval_every > 0"),
+        ({"adapt_steps_choices": [0, 2], "val_scenarios": ["synthetic/x"], "adapt_steps": 3}, "not both"),
+        ({"adapt_steps_choices": [-1], "val_scenarios": ["synthetic/x"]}, ">= 0"),
+    ],
+)
+def test_adapt_steps_choices_need_validation(tmp_path, data, words):
+    path = _yaml(tmp_path, data)
+    with pytest.raises(ConfigError) as err:
+        load_config(MetaTrainConfig, path)
+    msg = str(err.value)
+    assert str(path) in msg and "meta.adapt_steps_choices:" in msg and words in msg

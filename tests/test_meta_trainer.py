@@ -243,7 +243,7 @@ def test_validation_keeps_the_best_init(tmp_path, tiny_backbone, monkeypatch):
 
     def validate(self):
         calls.append(None)
-        return scripted[len(calls) - 1]
+        return {self.cfg.inner_steps: scripted[len(calls) - 1]}
 
     monkeypatch.setattr(MetaTrainer, "validate", validate)
     out = tmp_path / "run"
@@ -269,6 +269,98 @@ def test_validation_keeps_the_best_init(tmp_path, tiny_backbone, monkeypatch):
     # meta-init is a copy of best-init
     for name in ("adapter_model.safetensors", INIT_FILE, META_FILE, "adapter_config.json"):
         assert (out / "meta-init" / name).read_bytes() == (out / "best-init" / name).read_bytes(), name
+
+
+def test_validation_chooses_the_adaptation_steps(tmp_path, tiny_backbone, monkeypatch):
+    """The init records the step count its best validation scored best at (ties: fewer steps)."""
+    scripted = [{0: 0.50, 1: 0.60, 2: 0.60}, {0: 0.80, 1: 0.70, 2: 0.75}, {0: 0.60, 1: 0.60, 2: 0.70}]
+    calls = []
+
+    def validate(self):
+        calls.append(None)
+        return scripted[len(calls) - 1]
+
+    monkeypatch.setattr(MetaTrainer, "validate", validate)
+    out = tmp_path / "run"
+    t = trainer(smoke_cfg(out, "steps=3", "eval_every=1", "checkpoint_every=0", "adapt_steps_choices=[0,1,2]"), tiny_backbone)
+    t.train(resume=False)
+    history = json.loads((out / "history.json").read_text())
+    assert [r["val_acc"] for r in history] == [0.60, 0.80, 0.70]
+    assert [r["adapt_steps"] for r in history] == [1, 0, 2]
+    assert history[1]["val_acc_by_steps"] == {"0": 0.80, "1": 0.70, "2": 0.75}
+    best = json.loads((out / "meta-init" / META_FILE).read_text())
+    assert best["meta"]["steps"] == 2 and best["adapt"]["steps"] == 0 and best["adapt"]["optimizer"] == "sgd"
+    assert json.loads((out / "final-init" / META_FILE).read_text())["adapt"]["steps"] == 2
+
+
+def test_validation_scores_each_step_count_as_its_own_inner_loop(tmp_path, tiny_backbone, monkeypatch):
+    """One segmented inner loop scores 0, 1 and 2 steps exactly as separate runs with that many steps."""
+    # score by query loss (continuous) instead of accuracy, so a wrong step count cannot tie
+    monkeypatch.setattr(MetaTrainer, "_accuracy", lambda self, params, batch: float(self._loss(params, batch).detach()))
+    cfg = smoke_cfg(tmp_path / "a", "inner_steps=1", "inner_lr=0.5", "val_episodes=3", "adapt_steps_choices=[0,2]")
+    t = trainer(cfg, tiny_backbone)
+    by_steps = t.validate()
+    assert sorted(by_steps) == [0, 1, 2]
+    for n in (0, 1, 2):
+        alone = trainer(smoke_cfg(tmp_path / f"b{n}", f"inner_steps={n}", "inner_lr=0.5", "val_episodes=3"), tiny_backbone)
+        alone.meta = t.meta  # the same init
+        assert alone.validate() == {n: pytest.approx(by_steps[n], abs=1e-6)}
+    assert len({round(v, 6) for v in by_steps.values()}) == 3  # the steps really change the score
+
+
+def test_head_prior_is_meta_learned_saved_and_used_by_adapt(tmp_path, tiny_backbone):
+    from metalora.adapt import adapt
+    from metalora.api import load_init
+    from metalora.model import PRIOR_KEY, prototype_head
+
+    out = tmp_path / "run"
+    t = trainer(smoke_cfg(out, "head_prior=true", "steps=3", "checkpoint_every=0", "outer_lr=0.05"), tiny_backbone)
+    assert torch.equal(t.meta[PRIOR_KEY], torch.zeros(t.model.backbone.hidden_size))
+    t.train(resume=False)
+    learned = t.meta[PRIOR_KEY].detach()
+    assert learned.abs().sum() > 0  # the query loss trained it
+    model, init = load_init(out / "final-init")
+    assert_close(init.head_prior, learned, atol=0, rtol=0)
+
+    # adaptation builds its head with u: with 0 steps the bias is -|c|^2 + u . c exactly
+    ep = t.sampler.episode(0, 0)
+    params = adapt(model, ep.support, ep.support_labels, ep.num_labels, init, AdaptConfig(steps=0, optimizer="sgd"))
+    with torch.no_grad():
+        feats = model.features(init.lora, ep.support)
+    _, with_u = prototype_head(feats, ep.support_labels, ep.num_labels, init.head_prior)
+    _, without = prototype_head(feats, ep.support_labels, ep.num_labels)
+    assert_close(params["head.bias"], with_u, atol=1e-6, rtol=0)
+    assert not torch.allclose(with_u, without)
+
+
+def test_head_prior_gradient_matches_finite_differences(tiny_backbone):
+    """With 0 inner steps FOMAML is exact, so the prior's meta-gradient is d(query loss)/du."""
+    from metalora.model import PRIOR_KEY
+
+    cfg = smoke_cfg(Path("unused"), "head_prior=true", "inner_steps=0")
+    t = trainer(cfg, tiny_backbone)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        t.meta[PRIOR_KEY].copy_(torch.randn(t.meta[PRIOR_KEY].shape, generator=g))
+    ep = t.sampler.episode(0, 0)
+    grad = t.episode_grads(ep).grads[PRIOR_KEY]
+    direction = torch.randn(grad.shape, generator=g)
+    meta = {k: v.detach() for k, v in t.meta.items()}
+
+    def query_loss(u):
+        with torch.no_grad():
+            return float(t._loss(t._build(ep)({**meta, PRIOR_KEY: u}), (ep.query, ep.query_labels)))
+
+    eps = 1e-2
+    numeric = (query_loss(meta[PRIOR_KEY] + eps * direction) - query_loss(meta[PRIOR_KEY] - eps * direction)) / (2 * eps)
+    assert float(grad @ direction) == pytest.approx(numeric, rel=2e-2, abs=1e-4)
+    assert abs(numeric) > 1e-3
+
+
+@pytest.mark.parametrize("algorithm", ["reptile", "multitask"])
+def test_head_prior_refused_where_the_head_is_not_differentiated(tmp_path, algorithm):
+    with pytest.raises(ConfigError, match=r"meta.head_prior: .*use fomaml, maml or metasgd"):
+        smoke_cfg(tmp_path, "head_prior=true", f"algorithm={algorithm}")
 
 
 def test_without_validation_meta_init_is_the_final_init(tmp_path, tiny_backbone):
@@ -392,7 +484,7 @@ def test_nan_stops_with_the_step_and_scenario_and_keeps_the_last_checkpoint(tmp_
 # -- 7. tensorboard ------------------------------------------------------------------------------------
 def test_tensorboard_logs(tmp_path, tiny_backbone):
     out = tmp_path / "run"
-    cfg = load_config(MetaTrainConfig, SMOKE, [f"output_dir={out}", "log_with=tensorboard", "steps=2"])
+    cfg = load_config(MetaTrainConfig, SMOKE, [f"output_dir={out}", "log_with=tensorboard", "steps=2", "adapt_steps_choices=[0,2]"])
     trainer(cfg, tiny_backbone).train(resume=False)
     events = list((out / "logs").rglob("events.out.tfevents.*"))
     assert events, sorted(p.relative_to(out) for p in out.rglob("*"))
@@ -400,5 +492,5 @@ def test_tensorboard_logs(tmp_path, tiny_backbone):
 
     acc = EventAccumulator(str(events[0].parent))
     acc.Reload()
-    assert {"query_loss", "query_acc", "val_acc"} <= set(acc.Tags()["scalars"])
+    assert {"query_loss", "query_acc", "val_acc", "adapt_steps", "val_acc_0_steps", "val_acc_2_steps"} <= set(acc.Tags()["scalars"])
     assert [e.step for e in acc.Scalars("query_loss")] == [1, 2]

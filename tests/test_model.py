@@ -159,3 +159,19 @@ def test_prototype_head_and_pooling():
     assert_close(pool(h, mask, "mean"), h[:, :2].mean(1))
     assert_close(pool(h, mask, "cls"), h[:, 0])
     assert_close(pool(h, mask, "last"), h[:, 1])
+
+
+def test_prototype_head_prior_adds_u_dot_prototype_to_the_bias():
+    feats = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 3.0], [2.0, 2.0]])
+    labels = torch.tensor([0, 1, 1, 0])
+    u = torch.tensor([0.5, -1.0])
+    w0, b0 = prototype_head(feats, labels, 2)
+    w, b = prototype_head(feats, labels, 2, prior=u)
+    assert_close(w, w0)
+    # c_0 = (1.5, 1.0) -> 0.75 - 1.0; c_1 = (0, 2) -> -2.0
+    assert_close(b - b0, torch.tensor([-0.25, -2.0]))
+    # u is differentiable: its gradient is the prototypes weighted by d loss / d bias
+    u = u.clone().requires_grad_(True)
+    _, b = prototype_head(feats, labels, 2, prior=u)
+    b[0].backward()
+    assert_close(u.grad, torch.tensor([1.5, 1.0]))

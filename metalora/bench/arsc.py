@@ -234,7 +234,10 @@ def parse_curve_steps(spec: str | None) -> tuple[int, ...]:
 def _train_config(opts: BenchOptions, training: Training, algorithm: str | None, output_dir: Path) -> MetaTrainConfig:
     """The YAML config (or defaults) with the bench's training scenarios, backbone and output folder."""
     base = load_config(MetaTrainConfig, opts.meta_config, list(opts.meta_overrides))
-    cfg = replace(base, algorithm=algorithm or base.algorithm, scenarios=training.scenarios, exclude=training.exclude,
+    algorithm = algorithm or base.algorithm
+    # the class-prior direction belongs to the meta-learned head; the multitask baseline has its own heads
+    cfg = replace(base, algorithm=algorithm, head_prior=base.head_prior and algorithm != "multitask",
+                  scenarios=training.scenarios, exclude=training.exclude,
                   exclude_heldout=training.exclude_heldout, output_dir=str(output_dir))
     if opts.backbone:
         cfg = replace(cfg, backbone=replace(cfg.backbone, name=opts.backbone))
@@ -365,7 +368,8 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
             setups[m] = (model, init, meta_adapt_config(base, init, opts.steps))
         elif m == "multitask":
             model, init = inits["multitask"]
-            setups[m] = (model, Init(lora=init.lora, logit_scale=init.logit_scale), plain)
+            setups[m] = (model, Init(lora=init.lora, logit_scale=init.logit_scale, meta=init.meta),
+                         meta_adapt_config(base, init, opts.steps))
         elif m == "vanilla":
             setups[m] = (ref, Init(lora=ref.default_lora), plain)
         elif m == "frozen-lr":

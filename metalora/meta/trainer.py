@@ -25,7 +25,7 @@ from metalora.errors import ConfigError, TrainingError
 from metalora.meta.algorithms import episode_gradient, inner_loop
 from metalora.meta.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from metalora.meta.episodes import Episode, EpisodeSampler, ExampleCache, select_scenarios
-from metalora.model import SCALE_KEY, LoraClassifier, Params, prototype_head
+from metalora.model import PRIOR_KEY, SCALE_KEY, LoraClassifier, Params, prototype_head
 
 
 @dataclass
@@ -88,6 +88,8 @@ class MetaTrainer:
             self.lrs = {k: torch.full_like(v, cfg.inner_lr).requires_grad_(True) for k, v in self.meta.items()}
             for k in ("head.weight", "head.bias"):
                 self.lrs[k] = torch.tensor(cfg.inner_lr, device=dev, requires_grad=True)
+        if cfg.head_prior:  # after the rates: u shapes the head once per episode, it has no inner-loop rate
+            self.meta[PRIOR_KEY] = torch.zeros(self.model.backbone.hidden_size, device=dev, requires_grad=True)
         if cfg.algorithm == "multitask":
             g = torch.Generator().manual_seed(cfg.seed)
             for pool in self.sampler.pools:
@@ -116,7 +118,7 @@ class MetaTrainer:
         def build(meta: Params) -> Params:
             lora = self.model.lora_only(meta)
             feats = self.model.features(lora, ep.support)
-            w, b = prototype_head(feats, ep.support_labels.to(feats.device), ep.num_labels)
+            w, b = prototype_head(feats, ep.support_labels.to(feats.device), ep.num_labels, meta.get(PRIOR_KEY))
             return {**lora, SCALE_KEY: meta[SCALE_KEY], "head.weight": w, "head.bias": b}
 
         return build
@@ -148,21 +150,37 @@ class MetaTrainer:
         return EpisodeResult(out, float(loss.detach()), [], self._accuracy(params, enc_y[1]))
 
     # -- validation ------------------------------------------------------------------------------
-    def validate(self) -> float:
-        """Mean query accuracy after the inner loop, on fixed held-out episodes."""
-        accs = []
+    def validate(self) -> dict[int, float]:
+        """Mean query accuracy on fixed held-out episodes after each candidate number of inner steps.
+
+        The candidates are `adapt_steps_choices` (plus inner_steps); one inner loop per episode serves
+        them all, scored on the way. Choosing the adaptation budget here, on validation scenarios, is
+        what lets an init say "use 0 steps" without ever looking at a target.
+        """
+        counts = sorted(set(self.cfg.adapt_steps_choices) | {self.cfg.inner_steps})
+        accs: dict[int, list[float]] = {n: [] for n in counts}
         meta = {k: v.detach() for k, v in self.meta.items() if not k.startswith("heads.")}
         for i in range(self.cfg.val_episodes):
             ep = self.val_sampler.episode(0, i)
             with torch.no_grad():
                 built = self._build(ep)(meta)
-            start = {k: v.detach().requires_grad_(True) for k, v in built.items()}
-            rate = ({k: self.lrs[k].detach() if k in self.lrs else self.cfg.inner_lr for k in start}
+            params = {k: v.detach().requires_grad_(True) for k, v in built.items()}
+            rate = ({k: self.lrs[k].detach() if k in self.lrs else self.cfg.inner_lr for k in params}
                     if self.lrs else self.cfg.inner_lr)
-            adapted, _ = inner_loop(self._loss, start, (ep.support, ep.support_labels), self.cfg.inner_steps,
-                                    rate, create_graph=False)
-            accs.append(self._accuracy(adapted, (ep.query, ep.query_labels)))
-        return float(sum(accs) / len(accs))
+            done = 0
+            for n in counts:
+                params, _ = inner_loop(self._loss, params, (ep.support, ep.support_labels), n - done, rate, create_graph=False)
+                params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+                done = n
+                accs[n].append(self._accuracy(params, (ep.query, ep.query_labels)))
+        return {n: float(sum(a) / len(a)) for n, a in accs.items()}
+
+    def choose(self, by_steps: dict[int, float]) -> tuple[float, int | None]:
+        """(the validation score, the adaptation steps it recommends; None = no choice configured)."""
+        if not self.cfg.adapt_steps_choices:
+            return by_steps[self.cfg.inner_steps], None
+        best = max(by_steps[n] for n in self.cfg.adapt_steps_choices)
+        return best, min(n for n in self.cfg.adapt_steps_choices if by_steps[n] == best)
 
     # -- the loop --------------------------------------------------------------------------------
     def train(self, resume: bool = True) -> MetaResult:
@@ -239,15 +257,22 @@ class MetaTrainer:
             record = {"step": step + 1, "query_loss": float(stats[0] / stats[2]), "query_acc": float(stats[1] / stats[2])}
             done = step + 1
             if self.val_sampler and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
-                val = self.validate()
+                by_steps = self.validate()
+                val, chosen = self.choose(by_steps)
                 record["val_acc"] = val
+                if len(by_steps) > 1:
+                    record["val_acc_by_steps"] = {str(n): a for n, a in by_steps.items()}
+                if chosen is not None:
+                    record["adapt_steps"] = chosen
                 if best_val is None or val > best_val:
                     best_val, best_step = val, done
                     if acc.is_main_process:
-                        self.save_init(self.out / "best-init", step=done, val=val)
+                        self.save_init(self.out / "best-init", step=done, val=val, adapt_steps=chosen)
             history.append(record)
-            acc.log({k: v for k, v in record.items() if k != "step"}, step=done)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "step"})
+            scalars = {k: v for k, v in record.items() if k not in ("step", "val_acc_by_steps")}
+            scalars.update({f"val_acc_{n}_steps": a for n, a in record.get("val_acc_by_steps", {}).items()})
+            acc.log(scalars, step=done)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k in ("query_loss", "query_acc", "val_acc")})
             if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
                 if acc.is_main_process:
                     save_checkpoint(ckpt_dir, done, dict(zip(self.names, self.tensors)), self.optimizer.optimizer, self.names, cfg,
@@ -256,7 +281,8 @@ class MetaTrainer:
         seconds = time.perf_counter() - t0
         init_dir = self.out / "meta-init"
         if acc.is_main_process:
-            final = self.save_init(self.out / "final-init", step=cfg.steps, val=history[-1].get("val_acc") if history else None)
+            last = history[-1] if history else {}
+            final = self.save_init(self.out / "final-init", step=cfg.steps, val=last.get("val_acc"), adapt_steps=last.get("adapt_steps"))
             source = self.out / "best-init" if (self.out / "best-init").is_dir() else final
             _copy_folder(source, init_dir)
             (self.out / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
@@ -264,21 +290,25 @@ class MetaTrainer:
         acc.end_training()  # last: it also tears down the process group
         return MetaResult(init_dir, cfg.steps, seconds, episodes, examples, best_val, history)
 
-    def save_init(self, path: Path, step: int, val: float | None) -> Path:
+    def save_init(self, path: Path, step: int, val: float | None, adapt_steps: int | None = None) -> Path:
         cfg = self.cfg
         extra = {SCALE_KEY: self.meta[SCALE_KEY].detach()}
+        if PRIOR_KEY in self.meta:
+            extra[PRIOR_KEY] = self.meta[PRIOR_KEY].detach()
         if self.lrs:
             for k, v in self.lrs.items():
                 key = k if k in ("head.weight", "head.bias", SCALE_KEY) else to_peft_key(k)
                 extra[f"lr.{key}"] = v.detach()
-        adapt_steps = cfg.adapt_steps if cfg.adapt_steps is not None else max(cfg.inner_steps, 1)
+        if adapt_steps is None:
+            adapt_steps = cfg.adapt_steps if cfg.adapt_steps is not None else max(cfg.inner_steps, 1)
         meta = {
             "metalora_version": __version__,
             "kind": "meta-init",
             "meta": {"algorithm": cfg.algorithm, "suite": [s.name for s in self.train_scenarios], "steps": step,
                      "val_scenarios": [s.name for s in self.val_scenarios], "val_acc": val, "config": to_dict(cfg)},
-            "adapt": {"optimizer": "sgd" if cfg.algorithm != "multitask" else "adamw", "lr": cfg.inner_lr,
-                      "head_lr": cfg.inner_lr, "steps": adapt_steps},
+            # What validation measured: SGD at inner_lr (for the multitask baseline too, so both inits are
+            # adapted the way their own validation chose).
+            "adapt": {"optimizer": "sgd", "lr": cfg.inner_lr, "head_lr": cfg.inner_lr, "steps": adapt_steps},
             "lineage": {"init": None},
             "metrics": {"val_acc": val} if val is not None else {},
         }
