@@ -177,6 +177,22 @@ def test_tiny_end_to_end(tiny_run):
 
     assert load_init(out / "meta-train" / "meta-init")[1].head_prior is not None
     assert load_init(out / "multitask-train" / "meta-init")[1].head_prior is None
+
+
+def test_ceiling_proto_matches_the_bench_at_step_0(tiny_run, capsys):
+    """The ceiling's few-shot column is the bench's own step-0 figure (same supports, same head)."""
+    from metalora.bench import ceiling
+
+    _, out = tiny_run
+    r = json.loads((out / "report.json").read_text())
+    rows = ceiling.main([str(out / "meta-train" / "meta-init"), "--data-dir", str(out.parent / "arsc"), "--targets", "tgt.t2",
+                         "--support-split", "train", "--shots", "2", "--seeds", "0", "1"])
+    assert [row["task"] for row in rows] == ["arsc/tgt.t2"]
+    curve = r["methods"]["meta"]["curve"]
+    assert rows[0]["proto"] == pytest.approx(curve["accuracy"][curve["steps"].index(0)], abs=1e-9)
+    assert rows[0]["probe_examples"] == 4 and 0.0 <= rows[0]["probe"] <= 1.0
+    assert rows[0]["majority"] == pytest.approx(0.5)
+    assert "| arsc/tgt.t2 |" in capsys.readouterr().out
     md = (out / "report.md").read_text()
     for m in ("vanilla", "frozen-lr", "multitask", "meta"):
         assert f"| {m} |" in md
