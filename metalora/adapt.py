@@ -39,8 +39,7 @@ def build_head(model: LoraClassifier, lora: Params, support: Encoded, labels: Te
         return random_head(model.backbone.hidden_size, num_labels, generator)
     with torch.no_grad():
         feats = torch.cat([model.features(lora, b) for b in support.batches(64)])
-        return prototype_head(feats, labels.to(feats.device), num_labels,
-                              prior.to(feats.device) if prior is not None else None)
+        return prototype_head(feats, labels.to(feats.device), num_labels, prior)
 
 
 def adapt(

@@ -224,7 +224,7 @@ def prototype_head(features: Tensor, labels: Tensor, num_labels: int, prior: Ten
     weight = 2.0 * protos
     bias = -(protos * protos).sum(1)
     if prior is not None:
-        bias = bias + protos @ prior.to(protos.dtype)
+        bias = bias + protos @ prior.to(protos)
     bias = torch.where(counts > 0, bias, torch.full_like(bias, -1e4))
     return weight, bias
 

@@ -368,8 +368,7 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
             setups[m] = (model, init, meta_adapt_config(base, init, opts.steps))
         elif m == "multitask":
             model, init = inits["multitask"]
-            setups[m] = (model, Init(lora=init.lora, logit_scale=init.logit_scale, meta=init.meta),
-                         meta_adapt_config(base, init, opts.steps))
+            setups[m] = (model, Init(lora=init.lora, logit_scale=init.logit_scale), meta_adapt_config(base, init, opts.steps))
         elif m == "vanilla":
             setups[m] = (ref, Init(lora=ref.default_lora), plain)
         elif m == "frozen-lr":
