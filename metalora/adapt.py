@@ -17,7 +17,7 @@ from torch import Tensor
 
 from metalora.config import AdaptConfig
 from metalora.errors import DataError, TrainingError
-from metalora.model import SCALE_KEY, DEFAULT_LOGIT_SCALE, Encoded, LoraClassifier, Params, prototype_head, random_head
+from metalora.model import HEAD_KEYS, SCALE_KEY, DEFAULT_LOGIT_SCALE, Encoded, LoraClassifier, Params, prototype_head, random_head
 
 
 @dataclass
@@ -68,7 +68,7 @@ def adapt(
     params["head.bias"] = bias.detach().clone().to(device).requires_grad_(True)
     params[SCALE_KEY] = init.logit_scale.detach().clone().to(device).requires_grad_(True)
     lora_keys = [k for k in params if k in init.lora]
-    head_keys = ["head.weight", "head.bias", SCALE_KEY]
+    head_keys = [*HEAD_KEYS, SCALE_KEY]
 
     if cfg.optimizer == "sgd":
         lrs = init.inner_lrs

@@ -24,7 +24,7 @@ from metalora.adapter_io import (
 from metalora.backbones import load_backbone
 from metalora.config import AdaptConfig, BackboneConfig, LoraSettings
 from metalora.errors import DataError
-from metalora.model import PRIOR_KEY, SCALE_KEY, Encoded, LoraClassifier, Params
+from metalora.model import HEAD_KEYS, PRIOR_KEY, SCALE_KEY, Encoded, LoraClassifier, Params
 from metalora.scenarios import Scenario, check_support, get_scenario, sample_support
 
 
@@ -108,7 +108,7 @@ def load_init(spec: str | Path, backbone: BackboneConfig | str | None = None) ->
         init.head_prior = extra.get(PRIOR_KEY)
         lrs = {k.removeprefix("lr."): v for k, v in extra.items() if k.startswith("lr.")}
         if lrs:
-            init.inner_lrs = {k if k in ("head.weight", "head.bias", SCALE_KEY) else from_peft_key(k, model.lora_names): v
+            init.inner_lrs = {k if k in (*HEAD_KEYS, SCALE_KEY) else from_peft_key(k, model.lora_names): v
                               for k, v in lrs.items()}
     return model, init
 

@@ -25,7 +25,7 @@ from metalora.errors import ConfigError, TrainingError
 from metalora.meta.algorithms import episode_gradient, inner_loop
 from metalora.meta.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from metalora.meta.episodes import Episode, EpisodeSampler, ExampleCache, select_scenarios
-from metalora.model import PRIOR_KEY, SCALE_KEY, LoraClassifier, Params, prototype_head
+from metalora.model import HEAD_KEYS, PRIOR_KEY, SCALE_KEY, LoraClassifier, Params, prototype_head
 
 
 @dataclass
@@ -86,7 +86,7 @@ class MetaTrainer:
         self.lrs: Params | None = None
         if cfg.algorithm == "metasgd":
             self.lrs = {k: torch.full_like(v, cfg.inner_lr).requires_grad_(True) for k, v in self.meta.items()}
-            for k in ("head.weight", "head.bias"):
+            for k in HEAD_KEYS:
                 self.lrs[k] = torch.tensor(cfg.inner_lr, device=dev, requires_grad=True)
         if cfg.head_prior:  # after the rates: u shapes the head once per episode, it has no inner-loop rate
             self.meta[PRIOR_KEY] = torch.zeros(self.model.backbone.hidden_size, device=dev, requires_grad=True)
@@ -297,7 +297,7 @@ class MetaTrainer:
             extra[PRIOR_KEY] = self.meta[PRIOR_KEY].detach()
         if self.lrs:
             for k, v in self.lrs.items():
-                key = k if k in ("head.weight", "head.bias", SCALE_KEY) else to_peft_key(k)
+                key = k if k in (*HEAD_KEYS, SCALE_KEY) else to_peft_key(k)
                 extra[f"lr.{key}"] = v.detach()
         if adapt_steps is None:
             adapt_steps = cfg.adapt_steps if cfg.adapt_steps is not None else max(cfg.inner_steps, 1)
