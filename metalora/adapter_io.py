@@ -113,6 +113,8 @@ def backbone_meta(model: LoraClassifier) -> dict:
         "revision": bb.config.revision,
         "pooling": bb.pooling,
         "max_length": bb.config.max_length,
+        "truncation": bb.config.truncation,
+        "head_tokens": bb.config.head_tokens,
     }
 
 

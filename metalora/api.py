@@ -117,7 +117,8 @@ def _backbone_for(meta: dict, backbone: BackboneConfig | str | None) -> Backbone
     saved = meta.get("backbone", {})
     if backbone is None:
         return BackboneConfig(name=saved.get("name") or saved.get("base_model"), revision=saved.get("revision"),
-                              max_length=int(saved.get("max_length", 128)), pooling=saved.get("pooling", "auto"))
+                              max_length=int(saved.get("max_length", 128)), pooling=saved.get("pooling", "auto"),
+                              truncation=saved.get("truncation", "head"), head_tokens=int(saved.get("head_tokens", 32)))
     return BackboneConfig(name=backbone) if isinstance(backbone, str) else backbone
 
 

@@ -56,6 +56,12 @@ class BackboneConfig:
     )
     revision: str | None = _help("Hub revision (branch, tag or commit) of the backbone; ignored for local folders.", default=None)
     max_length: int = _help("Tokens kept per example; longer texts are truncated.", default=128)
+    truncation: str = _help(
+        "Which tokens a too-long text keeps: `head` (the first max_length) or `head_tail` (the first "
+        "`head_tokens` and the rest from the end, where reviews often give their verdict; Sun et al., 2019).",
+        default="head",
+    )
+    head_tokens: int = _help("With truncation=head_tail: tokens kept from the start of a too-long text.", default=32)
     pooling: str = _help("How token states become one vector: `auto` (mean for encoders, last token for decoders), `mean`, `cls`, `last`.", default="auto")
     dtype: str = _help("Weights dtype for the frozen backbone: `float32`, `bfloat16`, `float16`.", default="float32")
     load_in_4bit: bool = _help("Quantise the frozen backbone to 4 bits with bitsandbytes (QLoRA); needs CUDA, falls back to float with a warning otherwise.", default=False)
@@ -64,6 +70,9 @@ class BackboneConfig:
         c = _Checks("backbone")
         c.require(bool(self.name), "name", "must name a backbone, e.g. `minilm`")
         c.positive(self.max_length, "max_length")
+        c.choice(self.truncation, "truncation", ("head", "head_tail"))
+        c.require(self.truncation != "head_tail" or 0 <= self.head_tokens < self.max_length, "head_tokens",
+                  f"got {self.head_tokens!r}; must be >= 0 and below max_length ({self.max_length}) so the tail keeps some tokens")
         c.choice(self.pooling, "pooling", ("auto", "mean", "cls", "last"))
         c.choice(self.dtype, "dtype", ("float32", "bfloat16", "float16"))
         c.done()

@@ -33,6 +33,34 @@ PRIOR_KEY = "head.prior"  # meta-learned class-prior direction u (see prototype_
 DEFAULT_LOGIT_SCALE = 10.0
 
 
+def head_tail_tokenize(tok, texts: Sequence[str], max_length: int, head_tokens: int) -> tuple[Tensor, Tensor]:
+    """Keep a too-long text's first `head_tokens` and its last tokens, special tokens added after.
+
+    Why: a review's verdict ("one star", "would not buy again") is often at its end, which plain
+    truncation drops; head+tail truncation (Sun et al., "How to Fine-Tune BERT for Text
+    Classification?", 2019) keeps both ends at the same sequence length and so the same cost.
+    Padding is on the right, as everywhere in metalora.
+    """
+    # the special tokens a single text gets, read off a probe (transformers 5 tokenizers have no
+    # build_inputs_with_special_tokens): [CLS] ... [SEP] for BERT, <s> ... for Llama, nothing for GPT-2
+    probe = tok("a", add_special_tokens=False)["input_ids"]
+    full = tok("a", add_special_tokens=True)["input_ids"]
+    start = next(i for i in range(len(full) - len(probe) + 1) if full[i:i + len(probe)] == probe)
+    prefix, suffix = full[:start], full[start + len(probe):]
+    body = max(1, max_length - len(prefix) - len(suffix))
+    head = min(head_tokens, body - 1)
+    rows = []
+    for ids in tok(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]:
+        if len(ids) > body:
+            ids = ids[:head] + ids[len(ids) - (body - head):]
+        rows.append(prefix + ids + suffix)
+    width = max((len(r) for r in rows), default=0)
+    pad = tok.pad_token_id
+    input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long).reshape(len(rows), width)
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long).reshape(len(rows), width)
+    return input_ids, mask
+
+
 @dataclass
 class Encoded:
     """Tokenised examples, and for cacheable backbones the frozen prefix's hidden states."""
@@ -129,10 +157,11 @@ class LoraClassifier(nn.Module):
 
     # -- inputs ----------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        tok = self.backbone.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.backbone.config.max_length, return_tensors="pt"
-        )
-        return tok["input_ids"], tok["attention_mask"]
+        cfg, tok = self.backbone.config, self.backbone.tokenizer
+        if cfg.truncation == "head":
+            out = tok(list(texts), padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt")
+            return out["input_ids"], out["attention_mask"]
+        return head_tail_tokenize(tok, texts, cfg.max_length, cfg.head_tokens)
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> Encoded:

@@ -271,3 +271,17 @@ def test_failed_save_keeps_the_old_folder(saved_tiny_bert, tmp_path, monkeypatch
     model.save(target, overwrite=True)
     assert json.loads((target / "metalora.json").read_text())["note"] == "second"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+
+
+def test_truncation_travels_with_the_adapter(tmp_path):
+    """An adapter trained on head+tail inputs must be served with them: load_adapter reads it back."""
+    card = write_scenario(tmp_path / "scenario")
+    cfg = AdaptConfig(backbone=BackboneConfig(name="tiny-bert", max_length=16, truncation="head_tail", head_tokens=4), steps=3, lr=1e-2)
+    model = adapt(str(card), config=cfg, shots=4)
+    folder = model.save(tmp_path / "adapter")
+    saved = json.loads((folder / "metalora.json").read_text())["backbone"]
+    assert (saved["truncation"], saved["head_tokens"], saved["max_length"]) == ("head_tail", 4, 16)
+    loaded = load_adapter(folder)
+    assert loaded.model.backbone.config.truncation == "head_tail" and loaded.model.backbone.config.head_tokens == 4
+    long = [" ".join(["filler"] * 40) + " broke in a day"]
+    assert_close(loaded.predict(long).probabilities, model.predict(long).probabilities)

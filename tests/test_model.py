@@ -175,3 +175,42 @@ def test_prototype_head_prior_adds_u_dot_prototype_to_the_bias():
     _, b = prototype_head(feats, labels, 2, prior=u)
     b[0].backward()
     assert_close(u.grad, torch.tensor([1.5, 1.0]))
+
+
+# -- head+tail truncation ----------------------------------------------------------------------------
+LONG = " ".join(f"word{i}" for i in range(200)) + " verdict one star"
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-gpt2"])
+def test_head_tail_keeps_both_ends_at_max_length(tiny_backbone, name):
+    bb = tiny_backbone(name, max_length=24, truncation="head_tail", head_tokens=6)
+    model = LoraClassifier(bb, LoraSettings())
+    tok = bb.tokenizer
+    ids, mask = model.tokenize(["short text", LONG])
+    assert ids.shape == mask.shape == (2, 24)
+    plain = tok(LONG, add_special_tokens=False)["input_ids"]
+    full = tok(LONG, add_special_tokens=True)["input_ids"]
+    assert len(full) == len(plain) + 2  # the tiny models reuse MiniLM's WordPiece tokenizer: [CLS] ... [SEP]
+    prefix, suffix = full[:1], full[-1:]
+    body = 24 - len(prefix) - len(suffix)
+    assert prefix + plain[:6] + plain[-(body - 6):] + suffix == ids[1].tolist()
+    assert tok.decode(ids[1]).rstrip(" [SEP]").endswith("one star")  # the verdict survives; plain truncation drops it
+    # a text that fits is exactly what ordinary tokenisation gives, padded on the right
+    want = tok(["short text"], add_special_tokens=True)["input_ids"][0]
+    assert ids[0, :len(want)].tolist() == want and mask[0].tolist() == [1] * len(want) + [0] * (24 - len(want))
+    assert (ids[0, len(want):] == tok.pad_token_id).all()
+
+
+def test_head_truncation_is_plain_tokenizer_truncation(tiny_backbone):
+    bb = tiny_backbone("tiny-bert", max_length=24)
+    ids, mask = LoraClassifier(bb, LoraSettings()).tokenize(["short text", LONG])
+    want = bb.tokenizer(["short text", LONG], padding=True, truncation=True, max_length=24, return_tensors="pt")
+    assert torch.equal(ids, want["input_ids"]) and torch.equal(mask, want["attention_mask"])
+    assert "one star" not in bb.tokenizer.decode(ids[1])
+
+
+def test_truncation_config_errors_name_the_field():
+    with pytest.raises(MetaloraError, match=r"backbone\.truncation: got 'tail'"):
+        BackboneConfig(truncation="tail")
+    with pytest.raises(MetaloraError, match=r"backbone\.head_tokens: got 64; must be >= 0 and below max_length \(64\)"):
+        BackboneConfig(max_length=64, truncation="head_tail", head_tokens=64)
