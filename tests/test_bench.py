@@ -12,7 +12,7 @@ from metalora.bench import arsc as bench_arsc
 from metalora.bench.methods import parse_methods
 from metalora.bench.report import summarize, task_entry
 from metalora.cli import main
-from metalora.errors import ConfigError, DataError
+from metalora.errors import ConfigError
 
 POS = ["great product love it", "works perfectly very happy", "excellent quality fast shipping", "amazing value buy again",
        "fantastic sturdy as described", "kids adore it", "best one i have owned", "comfortable fit lovely colour"]
@@ -28,7 +28,10 @@ steps: 2
 meta_batch: 2
 inner_steps: 1
 episodes: {k_shot: 2, query_size: 4}
-eval_every: 0
+eval_every: 1
+val_scenarios: ["arsc/cc.*", "arsc/tgt.*"]
+val_split: dev
+val_episodes: 2
 checkpoint_every: 0
 log_with: none
 """
@@ -177,6 +180,21 @@ def test_tiny_end_to_end(tiny_run):
 
     assert load_init(out / "meta-train" / "meta-init")[1].head_prior is not None
     assert load_init(out / "multitask-train" / "meta-init")[1].head_prior is None
+    # validation ran on cc, a domain with no .train file that neither init trained on; the target
+    # matched the config's patterns too and was dropped
+    trained = json.loads((out / "report.json").read_text())["meta_training"]
+    for name in ("meta", "multitask"):
+        assert trained[name]["val_scenarios"] == ["arsc/cc.t2"]
+        assert "arsc/cc.t2" not in trained[name]["scenarios"]
+    history = json.loads((out / "meta-train" / "history.json").read_text())
+    assert all(0.0 <= h["val_acc"] <= 1.0 for h in history), history
+
+
+def test_validation_pool_is_the_untrained_non_target_domains(arsc_dir, tmp_path):
+    targets = bench_arsc.arsc_targets(arsc_dir, ["tgt"], "dev")
+    training = bench_arsc.arsc_training(arsc_dir, "aa", targets, tmp_path)
+    assert training.val_pool == ("arsc/bb.t2", "arsc/cc.t2")  # not aa (trained), tgt (target), dd (no .dev)
+    assert bench_arsc.arsc_training(arsc_dir, "aa", targets, tmp_path, val_split="train").val_pool == ("arsc/bb.t2", "arsc/dd.t2")
 
 
 def test_ceiling_proto_matches_the_bench_at_step_0(tiny_run, capsys):

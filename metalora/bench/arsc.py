@@ -70,6 +70,9 @@ class Training:
     exclude: tuple[str, ...] = ()
     exclude_heldout: bool = True
     describe: dict = field(default_factory=dict)  # domains used / skipped, for the report
+    # scenarios outside training that validation may use (never a target): validating on domains the
+    # init never trained on is what makes the adaptation budget it chooses transfer to new domains
+    val_pool: tuple[str, ...] = ()
 
 
 def arsc_card(data_dir: Path, domains: Sequence[str] | None = None) -> ScenarioCard:
@@ -128,11 +131,12 @@ def _smallest_class(path: Path) -> int:
 
 
 def arsc_training(data_dir: Path, train_domains: str | Sequence[str], targets: Sequence[TargetTask],
-                  cards_dir: Path, min_per_class: int = 0) -> Training:
+                  cards_dir: Path, min_per_class: int = 0, val_split: str = "dev") -> Training:
     """Training tasks: every (domain, threshold) of the training domains that has a .train file.
 
     With `all`, a domain whose .train files cannot fill one episode (a class with fewer than
-    `min_per_class` examples, e.g. tools_hardware) is skipped and named in the report.
+    `min_per_class` examples, e.g. tools_hardware) is skipped and named in the report. The tasks of
+    the remaining non-target domains that have a `val_split` file form the validation pool.
     """
     data_dir = Path(data_dir)
     available = arsc_domains(data_dir)
@@ -164,7 +168,9 @@ def arsc_training(data_dir: Path, train_domains: str | Sequence[str], targets: S
                 continue
         used.append(d)
         names += [f"arsc/{d}.{t}" for t in thrs]
-    return Training(tuple(names), cards_dir=cards_dir, exclude_heldout=False,
+    val_pool = tuple(f"arsc/{d}.{t}" for d in available if d not in target_domains and d not in used
+                     for t in THRESHOLDS if arsc_file(data_dir, d, t, val_split).is_file())
+    return Training(tuple(names), cards_dir=cards_dir, exclude_heldout=False, val_pool=val_pool,
                     describe={"data_dir": str(data_dir.resolve()), "domains": used, "skipped": skipped, "scenarios": names})
 
 
@@ -241,10 +247,10 @@ def _train_config(opts: BenchOptions, training: Training, algorithm: str | None,
                   exclude_heldout=training.exclude_heldout, output_dir=str(output_dir))
     if opts.backbone:
         cfg = replace(cfg, backbone=replace(cfg.backbone, name=opts.backbone))
-    if cfg.val_scenarios:  # validate on training scenarios only, never on a target
+    if cfg.val_scenarios:  # validate on training scenarios or the validation pool, never on a target
         import fnmatch
 
-        pool = training.describe.get("scenarios") or []
+        pool = list(training.describe.get("scenarios") or []) + list(training.val_pool)
         keep = [s for s in pool if any(fnmatch.fnmatchcase(s, p) for p in cfg.val_scenarios)]
         cfg = replace(cfg, val_scenarios=tuple(keep))
     return cfg
@@ -331,7 +337,8 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
         init_dirs[name] = str(res.init_dir)
         meta_training[name] = {"algorithm": configs[name].algorithm, "seconds": res.seconds, "episodes": res.episodes,
                                "examples": res.examples, "steps": res.steps, "init": str(res.init_dir),
-                               "scenarios": [s.name for s in trainer.train_scenarios]}
+                               "scenarios": [s.name for s in trainer.train_scenarios],
+                               "val_scenarios": [s.name for s in trainer.val_scenarios]}
     del trainers
 
     # 3. models and inits; one classifier per distinct (backbone, LoRA settings)
@@ -452,13 +459,16 @@ def run_arsc(data_dir: str | Path, targets: Sequence[str], train_domains: str | 
     tasks = arsc_targets(data_dir, targets, support_split)
     needs_training = ("meta" in opts.methods and not opts.meta_init) or ("multitask" in opts.methods and not opts.multitask_init)
     with tempfile.TemporaryDirectory(prefix="metalora-bench-cards-") as tmp:
-        episodes = load_config(MetaTrainConfig, opts.meta_config, list(opts.meta_overrides)).episodes
+        train_cfg = load_config(MetaTrainConfig, opts.meta_config, list(opts.meta_overrides))
+        episodes, val_split = train_cfg.episodes, train_cfg.val_split
         need = episodes.k_shot + (-(-episodes.query_size // 2) if episodes.query_balance == "balanced" else 1)
-        training = arsc_training(data_dir, train_domains, tasks, Path(tmp), min_per_class=need if needs_training else 0)
+        training = arsc_training(data_dir, train_domains, tasks, Path(tmp), min_per_class=need if needs_training else 0,
+                                 val_split=val_split)
         if needs_training:
             if not training.scenarios:
                 raise DataError(f"no training domain with a .train file in {data_dir}; cannot train the meta / multitask inits")
-            write_arsc_cards(data_dir, training.describe["domains"], Path(tmp))
+            val_domains = sorted({s.removeprefix("arsc/").rsplit(".", 1)[0] for s in training.val_pool})
+            write_arsc_cards(data_dir, list(training.describe["domains"]) + val_domains, Path(tmp))
             print(f"training domains ({len(training.describe['domains'])}): {', '.join(training.describe['domains'])}"
                   + (f"; skipped: {', '.join(f'{d} ({w})' for d, w in training.describe['skipped'].items())}" if training.describe["skipped"] else ""),
                   file=sys.stderr)

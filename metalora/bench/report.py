@@ -119,7 +119,8 @@ def comparison_markdown(report: dict) -> str:
         out.append("- skipped training domains: " + "; ".join(f"{d} ({why})" for d, why in tr["skipped"].items()))
     for name, mt in (report.get("meta_training") or {}).items():
         if mt.get("seconds") is not None:
-            out.append(f"- {name} init trained in {mt['seconds']:.1f}s ({mt.get('episodes')} episodes) -> `{mt.get('init')}`")
+            out.append(f"- {name} init trained in {mt['seconds']:.1f}s ({mt.get('episodes')} episodes) -> `{mt.get('init')}`"
+                       + (f"; validated on {', '.join(mt['val_scenarios'])}" if mt.get("val_scenarios") else ""))
         else:
             out.append(f"- {name} init: `{mt.get('init')}` (given)")
     for note in report.get("notes", []):
