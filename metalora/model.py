@@ -25,6 +25,7 @@ from torch.func import functional_call
 
 from metalora.backbones import Backbone, default_target_modules
 from metalora.config import LoraSettings
+from metalora.errors import BackboneError
 
 Params = dict[str, Tensor]
 HEAD_KEYS = ("head.weight", "head.bias")
@@ -45,7 +46,10 @@ def head_tail_tokenize(tok, texts: Sequence[str], max_length: int, head_tokens: 
     # build_inputs_with_special_tokens): [CLS] ... [SEP] for BERT, <s> ... for Llama, nothing for GPT-2
     probe = tok("a", add_special_tokens=False)["input_ids"]
     full = tok("a", add_special_tokens=True)["input_ids"]
-    start = next(i for i in range(len(full) - len(probe) + 1) if full[i:i + len(probe)] == probe)
+    start = next((i for i in range(len(full) - len(probe) + 1) if full[i:i + len(probe)] == probe), None)
+    if start is None:
+        raise BackboneError(f"backbone.truncation: head_tail cannot find where {type(tok).__name__} puts its special tokens "
+                            "(its ids for a text change when they are added); use truncation: head for this backbone")
     prefix, suffix = full[:start], full[start + len(probe):]
     body = max(1, max_length - len(prefix) - len(suffix))
     head = min(head_tokens, body - 1)

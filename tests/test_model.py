@@ -214,3 +214,18 @@ def test_truncation_config_errors_name_the_field():
         BackboneConfig(truncation="tail")
     with pytest.raises(MetaloraError, match=r"backbone\.head_tokens: got 64; must be >= 0 and below max_length \(64\)"):
         BackboneConfig(max_length=64, truncation="head_tail", head_tokens=64)
+
+
+def test_head_tail_refuses_a_tokenizer_it_cannot_read():
+    """A tokenizer whose ids change when special tokens are added: a clear error, not a StopIteration."""
+    from metalora.model import head_tail_tokenize
+
+    class Odd:
+        pad_token_id = 0
+
+        def __call__(self, texts, add_special_tokens=True, **kw):
+            ids = [7, 8] if add_special_tokens else [5]
+            return {"input_ids": ids if isinstance(texts, str) else [ids for _ in texts]}
+
+    with pytest.raises(BackboneError, match=r"backbone\.truncation: head_tail cannot find .* use truncation: head"):
+        head_tail_tokenize(Odd(), ["x"], 16, 4)
