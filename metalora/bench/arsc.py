@@ -168,10 +168,12 @@ def arsc_training(data_dir: Path, train_domains: str | Sequence[str], targets: S
                 continue
         used.append(d)
         names += [f"arsc/{d}.{t}" for t in thrs]
-    val_pool = tuple(f"arsc/{d}.{t}" for d in available if d not in target_domains and d not in used
-                     for t in THRESHOLDS if arsc_file(data_dir, d, t, val_split).is_file())
-    return Training(tuple(names), cards_dir=cards_dir, exclude_heldout=False, val_pool=val_pool,
-                    describe={"data_dir": str(data_dir.resolve()), "domains": used, "skipped": skipped, "scenarios": names})
+    val_tasks = [(d, t) for d in available if d not in target_domains and d not in used
+                 for t in THRESHOLDS if arsc_file(data_dir, d, t, val_split).is_file()]
+    return Training(tuple(names), cards_dir=cards_dir, exclude_heldout=False,
+                    val_pool=tuple(f"arsc/{d}.{t}" for d, t in val_tasks),
+                    describe={"data_dir": str(data_dir.resolve()), "domains": used, "skipped": skipped, "scenarios": names,
+                              "val_domains": sorted({d for d, _ in val_tasks})})
 
 
 def write_arsc_cards(data_dir: Path, domains: Sequence[str], folder: Path) -> Path:
@@ -467,8 +469,7 @@ def run_arsc(data_dir: str | Path, targets: Sequence[str], train_domains: str | 
         if needs_training:
             if not training.scenarios:
                 raise DataError(f"no training domain with a .train file in {data_dir}; cannot train the meta / multitask inits")
-            val_domains = sorted({s.removeprefix("arsc/").rsplit(".", 1)[0] for s in training.val_pool})
-            write_arsc_cards(data_dir, list(training.describe["domains"]) + val_domains, Path(tmp))
+            write_arsc_cards(data_dir, list(training.describe["domains"]) + training.describe["val_domains"], Path(tmp))
             print(f"training domains ({len(training.describe['domains'])}): {', '.join(training.describe['domains'])}"
                   + (f"; skipped: {', '.join(f'{d} ({w})' for d, w in training.describe['skipped'].items())}" if training.describe["skipped"] else ""),
                   file=sys.stderr)
