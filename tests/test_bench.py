@@ -216,6 +216,20 @@ def test_ceiling_proto_matches_the_bench_at_step_0(tiny_run, capsys):
         assert f"| {m} |" in md
 
 
+def test_ceiling_transductive_columns(tiny_run, capsys):
+    from metalora.bench import ceiling
+
+    _, out = tiny_run
+    args = [str(out / "meta-train" / "meta-init"), "--data-dir", str(out.parent / "arsc"), "--targets", "tgt.t2",
+            "--support-split", "train", "--shots", "2", "--seeds", "0"]
+    plain = ceiling.main(args)
+    assert "em_prior" not in plain[0]
+    rows = ceiling.main(args + ["--transductive"])
+    assert 0.0 <= rows[0]["em_prior"] <= 1.0 and 0.0 <= rows[0]["soft_kmeans"] <= 1.0
+    assert rows[0]["proto"] == plain[0]["proto"]
+    assert "| em_prior | soft_kmeans |" in capsys.readouterr().out
+
+
 def test_report_json_schema(tiny_run):
     _, out = tiny_run
     r = json.loads((out / "report.json").read_text())
