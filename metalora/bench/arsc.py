@@ -22,6 +22,7 @@ from metalora.bench.methods import (
     CURVE_METHODS, RunResult, frozen_features, meta_adapt_config, parse_methods, run_frozen_lr, run_lora,
     setfit_available,
 )
+from metalora.bench.setfit_runner import SetFitRunner, SetFitSettings
 from metalora.bench.report import mean_curve, summarize, summary_table, task_entry, write_comparison
 from metalora.cards import ScenarioCard
 from metalora.config import AdaptConfig, BackboneConfig, MetaTrainConfig, load_config
@@ -224,6 +225,7 @@ class BenchOptions:
     multitask_init: str | None = None
     benchmark: str = "arsc"
     progress: bool = True
+    setfit: SetFitSettings = field(default_factory=SetFitSettings)
     extra: dict = field(default_factory=dict)  # copied into the report (data_dir, ...)
 
 
@@ -278,8 +280,6 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
     if "setfit" in methods and not setfit_available():
         methods.remove("setfit")
         notes.append("setfit skipped: the `setfit` package is not installed (pip install setfit)")
-    elif "setfit" in methods:
-        raise ConfigError("--methods: setfit is installed but its runner is not wired in this version; drop setfit")
     if not methods:
         raise ConfigError("--methods: nothing left to run")
     if opts.shots < 1:
@@ -380,8 +380,10 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
             setups[m] = (model, Init(lora=init.lora, logit_scale=init.logit_scale), meta_adapt_config(base, init, opts.steps))
         elif m == "vanilla":
             setups[m] = (ref, Init(lora=ref.default_lora), plain)
-        elif m == "frozen-lr":
+        elif m in ("frozen-lr", "setfit"):
             setups[m] = (ref, None, None)
+    setfit_dir = tempfile.TemporaryDirectory(prefix="metalora-bench-setfit-") if "setfit" in methods else None
+    setfit = SetFitRunner(ref.backbone.config, Path(setfit_dir.name), opts.setfit) if setfit_dir else None
 
     if not torch_cuda():
         notes.append("peak_mb on a CPU is the process's peak resident memory so far (ru_maxrss), an upper bound per run")
@@ -401,12 +403,16 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
             sup_enc = {}
             for m in methods:
                 model, init, cfg = setups[m]
+                bar.set_postfix_str(f"{t.name} seed {seed} {m}")
+                if m == "setfit":
+                    res = setfit.run(sup["text"], sup_y, t.num_labels, test["text"], test_y, seed)
+                    runs[m][t.name].append({"seed": seed, **res.row()})
+                    continue
                 key = _model_key(model)
                 if key not in test_enc:
                     test_enc[key] = model.encode(test["text"])
                 if key not in sup_enc:
                     sup_enc[key] = model.encode(sup["text"])
-                bar.set_postfix_str(f"{t.name} seed {seed} {m}")
                 if m == "frozen-lr":
                     if frozen_test is None:
                         frozen_test = frozen_features(model, test_enc[key])
@@ -419,6 +425,8 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
                     curves[m].append(res.curve)
             bar.update(1)
     bar.close()
+    if setfit_dir is not None:
+        setfit_dir.cleanup()
 
     report = {
         "benchmark": opts.benchmark,
@@ -443,7 +451,9 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
         _, _, cfg = setups[m]
         report["methods"][m] = {
             "adapt": ({"optimizer": cfg.optimizer, "steps": cfg.steps, "lr": cfg.lr, "head_lr": cfg.head_lr,
-                       "batch_size": cfg.batch_size} if cfg else {"classifier": "sklearn LogisticRegression", "features": "frozen backbone"}),
+                       "batch_size": cfg.batch_size} if cfg else
+                      opts.setfit.describe(ref.backbone.config.max_length) if m == "setfit" else
+                      {"classifier": "sklearn LogisticRegression", "features": "frozen backbone"}),
             "tasks": tasks,
             "summary": summarize(tasks),
             "curve": mean_curve(curves[m]),
