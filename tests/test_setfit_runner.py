@@ -45,6 +45,13 @@ def test_setfit_starts_every_run_from_the_pretrained_body(runner):
     assert a.metrics == b.metrics  # a run that trained on top of the previous one's body would differ
 
 
+def test_setfit_truncates_at_the_backbones_max_length(runner):
+    model = runner.load()
+    assert model.model_body.max_seq_length == 16  # not the 512-position limit of the saved folder
+    features = model.model_body.tokenize([" ".join(["word"] * 100)])
+    assert features["input_ids"].shape[1] == 16
+
+
 @pytest.mark.parametrize("field,flag", [("num_iterations", "--setfit-iterations"), ("num_epochs", "--setfit-epochs")])
 def test_setfit_settings_name_the_flag(field, flag):
     with pytest.raises(ConfigError, match=flag):
