@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from metalora.bench import arsc as bench_arsc
+from metalora.bench import compare as bench_compare
 from metalora.bench.methods import parse_methods
 from metalora.bench.report import summarize, task_entry
 from metalora.cli import main
@@ -241,7 +242,8 @@ def test_report_json_schema(tiny_run):
     assert set(r["methods"]) == {"vanilla", "frozen-lr", "multitask", "meta"}
     for name, m in r["methods"].items():
         task = m["tasks"]["arsc/tgt.t2"]
-        assert [run["seed"] for run in task["runs"]] == [0, 1]
+        # tgt.t2's support is a fixed file: only vanilla (its LoRA init is drawn per seed) has anything left to vary
+        assert [run["seed"] for run in task["runs"]] == ([0, 1] if name == "vanilla" else [0]), name
         for metric in ("accuracy", "macro_f1", "seconds", "peak_mb"):
             vals = [run[metric] for run in task["runs"]]
             assert task[metric]["mean"] == pytest.approx(np.mean(vals))
@@ -303,7 +305,7 @@ def test_parse_methods():
 
 
 def test_setfit_skipped_with_note_when_missing(arsc_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(bench_arsc, "setfit_available", lambda: False)
+    monkeypatch.setattr(bench_compare, "setfit_available", lambda: False)
     opts = bench_arsc.BenchOptions(methods=["frozen-lr", "setfit"], out=tmp_path / "o", shots=2, seeds=(0,),
                                    backbone="tiny-bert", curve_steps=(), progress=False)
     r = bench_arsc.run_arsc(arsc_dir, ["tgt.t2"], "all", "train", opts)
