@@ -134,6 +134,12 @@ def load_adapter(spec: str | Path, backbone: BackboneConfig | str | None = None)
     return AdaptedModel(model, params, labels, meta)
 
 
+def init_metadata(spec: str | Path) -> dict:
+    """An init's metalora.json (what it trained and validated on), without loading any model."""
+    folder, _ = _resolve(spec)
+    return read_meta(folder)
+
+
 def init_adapt_defaults(spec: str | Path) -> dict:
     """The adaptation settings a meta-init recommends (its inner loop), as AdaptConfig fields."""
     folder, _ = _resolve(spec)

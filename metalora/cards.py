@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -226,8 +226,13 @@ def default_cards_dir() -> Path:
     raise DataError("no data_cards folder found; pass --cards DIR")
 
 
-def discover_cards(folder: str | Path | None = None) -> list[ScenarioCard]:
+def discover_cards(folder: str | Path | Sequence[str | Path] | None = None) -> list[ScenarioCard]:
+    """Every card in a folder (recursively), a single card file, or a sequence of those."""
+    if isinstance(folder, (list, tuple)):
+        return [card for item in folder for card in discover_cards(item)]
     folder = Path(folder) if folder else default_cards_dir()
+    if folder.is_file():
+        return [load_card(folder)]
     if not folder.is_dir():
         raise DataError(f"card folder {folder} does not exist")
     paths = sorted(p for p in folder.rglob("*.md") if p.name.lower() != "readme.md")

@@ -1,5 +1,7 @@
-"""`metalora bench`: few-shot comparisons (ARSC, synthetic) and speed measurements.
+"""`metalora bench`: few-shot comparisons and speed measurements.
 
-    from metalora.bench.arsc import BenchOptions, run_arsc, run_synthetic, compare
+    from metalora.bench.compare import BenchOptions, compare     # the one comparison loop
+    from metalora.bench.arsc import run_arsc                       # presets over it
+    from metalora.bench.suite import run_suite, run_synthetic
     from metalora.bench.speed import run_speed
 """

@@ -1,12 +1,11 @@
-"""The per-method adaptation runners of the bench, and the comparison loop that drives them.
+"""The per-method adaptation runners of the bench (the loop that drives them is `bench.compare`).
 
 Every LoRA method (`meta`, `vanilla`, `multitask`) runs the one `metalora.adapt.adapt` loop; only the
-starting `Init` and the adaptation settings differ. `frozen-lr` is the no-fine-tuning baseline: the
-frozen backbone's pooled, normalised features (LoRA B is zero in peft's default init, so the
-classifier under `default_lora` IS the frozen backbone) and a logistic regression on the support set.
-
-Cost discipline: a task's test set is tokenised (and pushed through the frozen prefix) once per
-distinct classifier, and reused for every method and seed.
+starting `Init` and the adaptation settings differ. `vanilla` starts from peft's default LoRA init
+drawn with the run's seed (A random, B zero), so its seeds vary what they say even on a fixed support
+set. `frozen-lr` is the no-fine-tuning baseline: the frozen backbone's pooled, normalised features
+(LoRA B is zero in peft's default init, so the classifier under `default_lora` IS the frozen backbone)
+and a logistic regression on the support set.
 """
 from __future__ import annotations
 
@@ -16,11 +15,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from metalora.adapt import Init, Timer, adapt
 from metalora.config import AdaptConfig
 from metalora.errors import ConfigError
-from metalora.model import Encoded, LoraClassifier
+from metalora.model import Encoded, LoraClassifier, Params, head_logits
 
 KNOWN_METHODS = ("meta", "vanilla", "multitask", "frozen-lr", "setfit", "select", "compose")
 LORA_METHODS = ("meta", "vanilla", "multitask")
@@ -82,16 +82,37 @@ class RunResult:
         return {**self.metrics, "seconds": self.seconds, "peak_mb": self.peak_mb}
 
 
+def seeded_default_lora(model: LoraClassifier, seed: int) -> Params:
+    """peft's own default LoRA init (kaiming-uniform A, zero B) drawn with `seed`; the module is left as it was."""
+    from peft.tuners.lora import LoraLayer
+
+    saved = model.lora_params()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in model.peft.modules():
+            if isinstance(module, LoraLayer):
+                module.reset_lora_parameters("default", True)
+    drawn = model.lora_params()
+    model.load_lora(saved)
+    return drawn
+
+
 def run_lora(model: LoraClassifier, init: Init, cfg: AdaptConfig, support: Encoded, support_labels: Sequence[int],
              num_labels: int, test: Encoded, test_labels: Sequence[int], curve_steps: Sequence[int] = (),
-             where: str = "support set") -> RunResult:
+             where: str = "support set", test_features: Tensor | None = None) -> RunResult:
     """Adapt from `init` for `cfg.steps` steps and score on the test set.
 
     With `curve_steps`, the loop runs to max(cfg.steps, max(curve_steps)) and test accuracy is recorded
     at those steps. The adaptation loop has no schedule and draws batches from one seeded generator,
     so the parameters at step `cfg.steps` are the same as in a run that stops there; the reported
     seconds are measured up to that step, without the curve's evaluation time.
+
+    `test_features` (the test set's features under `init.lora`, computed once by the caller) may be
+    given when `cfg.steps == 0`: the LoRA weights do not move, so only the head differs between
+    support draws and the test set need not be encoded again.
     """
+    if test_features is not None and (cfg.steps != 0 or curve_steps):
+        raise ValueError("test_features are the init's features: only valid for 0 adaptation steps and no curve")
     y = torch.as_tensor(list(support_labels), dtype=torch.long)
     test_y = np.asarray(test_labels)
     curve_steps = sorted(set(int(s) for s in curve_steps))
@@ -118,15 +139,24 @@ def run_lora(model: LoraClassifier, init: Init, cfg: AdaptConfig, support: Encod
         params, seconds = final["params"], final["seconds"]
     else:
         seconds = timer.seconds
-    probs = model.predict_proba(params, test, cfg.eval_batch_size).numpy()
+    if test_features is not None:
+        with torch.no_grad():
+            probs = torch.softmax(head_logits(params, test_features.to(model.device)), dim=-1).cpu().numpy()
+    else:
+        probs = model.predict_proba(params, test, cfg.eval_batch_size).numpy()
     return RunResult(scores(METRICS, test_y, probs, num_labels), seconds, timer.peak_mb, curve)
 
 
 @torch.no_grad()
+def lora_features(model: LoraClassifier, lora: Params, enc: Encoded, batch_size: int = 64) -> Tensor:
+    """Pooled, normalised features under the LoRA weights `lora` (an init's, for 0-step scoring)."""
+    parts = [model.features(lora, b).cpu() for b in enc.batches(batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0, model.backbone.hidden_size)
+
+
 def frozen_features(model: LoraClassifier, enc: Encoded, batch_size: int = 64) -> np.ndarray:
     """Pooled, normalised features of the frozen backbone (peft's default LoRA has B = 0)."""
-    parts = [model.features(model.default_lora, b).cpu() for b in enc.batches(batch_size)]
-    return torch.cat(parts).numpy() if parts else np.zeros((0, model.backbone.hidden_size), dtype=np.float32)
+    return lora_features(model, model.default_lora, enc, batch_size).numpy()
 
 
 def run_frozen_lr(model: LoraClassifier, support: Encoded, support_labels: Sequence[int], num_labels: int,

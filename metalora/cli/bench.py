@@ -1,4 +1,4 @@
-"""`metalora bench`: compare meta-learned inits with the baselines (arsc, synthetic) and measure speed."""
+"""`metalora bench`: compare meta-learned inits with the baselines (arsc, suite, synthetic) and measure speed."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,9 @@ METHODS_HELP = ("Comma-separated methods: meta (the meta-learned init), vanilla 
                 "setfit (SetFit fine-tuning of the same backbone, 20 pair iterations and 1 epoch by default; skipped with a note "
                 "when the setfit package is missing: pip install metalora[setfit]). select and compose come with the "
                 "adapter-library issue and are refused.")
+SAMPLING_HELP = ("How each seed's support set is drawn: `random` (shots per class, uniformly; default) or `borderline` (a stress "
+                 "test: from each class's least typical examples, those a logistic regression on the frozen backbone's features, "
+                 "cross-validated on the support split, finds least like their own label; see --borderline-fraction).")
 
 
 def _add_comparison_flags(p: argparse.ArgumentParser, default_methods: str) -> None:
@@ -25,12 +28,15 @@ def _add_comparison_flags(p: argparse.ArgumentParser, default_methods: str) -> N
     p.add_argument("--multitask-init", help="A trained multitask init (folder or Hub id); without it one is trained on the same training data.")
     p.add_argument("--setfit-iterations", type=int, default=20, help="SetFit: pairs generated per support example (default 20).")
     p.add_argument("--setfit-epochs", type=int, default=1, help="SetFit: epochs over the pairs (default 1).")
+    p.add_argument("--support-sampling", default="random", choices=("random", "borderline"), help=SAMPLING_HELP)
+    p.add_argument("--borderline-fraction", type=float, default=0.25, help="Borderline sampling: the share of each class's examples, least typical first, that supports are drawn from (default 0.25).")
+    p.add_argument("--max-overlap", type=float, default=0.01, help="A target whose test texts occur in the training data more often than this share is refused; below it the shared texts are left out of scoring and named (default 0.01).")
     p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="Benchmark meta-learned inits against baselines (arsc, synthetic) and measure speed.",
-                       description="Few-shot comparisons on ARSC or the synthetic held-out suite, and speed measurements. Each writes report.json, report.md and a PNG to --out.")
+    p = sub.add_parser("bench", help="Benchmark meta-learned inits against baselines (arsc, suite, synthetic) and measure speed.",
+                       description="Few-shot comparisons on ARSC, on any scenario cards (suite) or the synthetic held-out suite, and speed measurements. Each writes report.json, report.md and a PNG to --out.")
     bsub = p.add_subparsers(dest="bench_command", metavar="BENCH")
 
     a = bsub.add_parser("arsc", help="Few-shot ARSC comparison from a folder of <domain>.<t2|t4|t5>.<train|dev|test> files.",
@@ -41,6 +47,19 @@ def register(sub) -> None:
     a.add_argument("--support-split", default="dev", choices=("train", "dev"), help="Where the support set comes from: dev (sampled per seed), or train (used as is when it holds exactly 2 x shots lines, else sampled per seed). Default dev. The .test file is only ever scored.")
     _add_comparison_flags(a, "meta,vanilla,multitask,frozen-lr")
     a.set_defaults(func=run_arsc)
+
+    su = bsub.add_parser("suite", help="The comparison on any scenario cards: targets and training scenarios by name pattern.",
+                         description="Adapt every method to each target scenario from --shots examples per class of its --support-split "
+                                     "(per seed), score it on its whole test split, and report per task and per family. Targets that a "
+                                     "training or validation pattern also matches, inits that recorded a target, and targets whose test "
+                                     "texts occur in the training data are refused.")
+    su.add_argument("--cards", action="append", default=[], metavar="PATH", help="A card file or folder added to data_cards/ (repeatable).")
+    su.add_argument("--targets", required=True, help="Comma-separated scenario names or glob patterns, e.g. 'clothing/*/Blouses,arsc/music.*'.")
+    su.add_argument("--train", help="Comma-separated patterns the meta / multitask inits train on. Default: the meta config's scenarios minus its exclude.")
+    su.add_argument("--val", help="Comma-separated patterns for validation episodes (never a target). Default: the meta config's val_scenarios.")
+    su.add_argument("--support-split", default="train", help="Split each support set is drawn from (default train). Scores always come from test.")
+    _add_comparison_flags(su, "meta,vanilla,multitask,frozen-lr")
+    su.set_defaults(func=run_suite)
 
     s = bsub.add_parser("synthetic", help="The same comparison on the built-in synthetic suite's held-out scenarios.",
                         description="Support sets from each held-out scenario's train split (--shots per class per seed), scores on its test split; inits trained on the non-held-out synthetic scenarios.")
@@ -62,7 +81,7 @@ def register(sub) -> None:
 def _options(args, benchmark: str):
     from pathlib import Path
 
-    from metalora.bench.arsc import BenchOptions, parse_curve_steps
+    from metalora.bench.compare import BenchOptions, parse_curve_steps
     from metalora.bench.methods import parse_methods
     from metalora.bench.setfit_runner import SetFitSettings
 
@@ -72,6 +91,7 @@ def _options(args, benchmark: str):
         meta_init=args.meta_init, meta_config=args.meta_config, meta_overrides=tuple(args.overrides),
         multitask_init=args.multitask_init, benchmark=benchmark, progress=not args.no_progress,
         setfit=SetFitSettings(num_iterations=args.setfit_iterations, num_epochs=args.setfit_epochs),
+        support_sampling=args.support_sampling, borderline_fraction=args.borderline_fraction, max_overlap=args.max_overlap,
     )
 
 
@@ -84,8 +104,16 @@ def run_arsc(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_suite(args: argparse.Namespace) -> int:
+    from metalora.bench.suite import parse_patterns, run_suite as run
+
+    run(parse_patterns(args.targets), _options(args, "suite"), train=parse_patterns(args.train), val=parse_patterns(args.val),
+        cards=args.cards, support_split=args.support_split)
+    return 0
+
+
 def run_synthetic(args: argparse.Namespace) -> int:
-    from metalora.bench.arsc import run_synthetic as run
+    from metalora.bench.suite import run_synthetic as run
 
     run(_options(args, "synthetic"))
     return 0

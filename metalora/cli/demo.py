@@ -26,7 +26,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from metalora.bench.arsc import BenchOptions, run_synthetic
+    from metalora.bench.compare import BenchOptions
+    from metalora.bench.suite import run_synthetic
     from metalora.errors import ConfigError
 
     if not Path(args.config).is_file():
