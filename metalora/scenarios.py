@@ -127,6 +127,8 @@ def all_scenarios(cards_dir: str | Path | None = None) -> dict[str, Scenario]:
         for sc in expand(card):
             if sc.name in out:
                 other = out[sc.name].card.path
+                if other.resolve() == card.path.resolve():  # the same card reached twice (a folder and a file in it)
+                    continue
                 raise DataError(f"scenario name {sc.name!r} comes from two cards, {other} and {card.path}; "
                                 "change metalora.name in one of them")
             out[sc.name] = sc

@@ -357,3 +357,8 @@ def test_shipped_table_cards_and_ecom_dev_targets(shipped):
         for n in targets:
             leaked = set(shipped[n].load("test")["text"]) & train_texts
             assert not leaked, (n, sorted(leaked)[:3])
+
+
+def test_a_card_reached_twice_is_not_a_name_clash(shop):
+    card = write_table_card(shop, min_per_class=2)
+    assert set(all_scenarios([shop, card])) == {"shop/Fine_gauge", "shop/Shoes"}

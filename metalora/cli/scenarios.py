@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     total = n_skipped = 0
     for card in cards:
         for sc in expand(card):
+            if sc.name in seen and seen[sc.name].resolve() == card.path.resolve():
+                continue
             if sc.name in seen:  # the same check as all_scenarios, without expanding twice
                 from metalora.errors import DataError
 
