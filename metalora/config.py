@@ -282,9 +282,11 @@ def dump_config(cfg: Any, path: str | Path) -> None:
 class EpisodeConfig:
     n_way: int | None = _help("Classes per episode; empty means all of the scenario's classes.", default=None)
     k_shot: int = _help("Support examples per class.", default=5)
-    query_size: int = _help("Query examples per episode.", default=16)
+    query_size: int = _help("Query examples per episode (with query_balance natural, fewer when a scenario has fewer left after the support).", default=16)
     query_balance: str = _help("`balanced`: equal query examples per class; `natural`: drawn with the scenario's own class balance (ARSC test sets are imbalanced).", default="balanced")
-    weighting: str = _help("How scenarios are drawn: `uniform`, or `size` (proportional to their number of examples).", default="uniform")
+    weighting: str = _help("How scenarios are drawn: `uniform`, `size` (proportional to their number of examples), or `family` "
+                           "(each family equally often, then uniformly within it, so a family cut into many scenarios does not "
+                           "crowd out the others).", default="uniform")
     label_permutation: bool = _help("Shuffle the order of classes in every episode, so the init cannot memorise label identities.", default=True)
     split: str = _help("Split that episodes are drawn from.", default="train")
 
@@ -295,7 +297,7 @@ class EpisodeConfig:
         c.positive(self.k_shot, "k_shot")
         c.positive(self.query_size, "query_size")
         c.choice(self.query_balance, "query_balance", ("balanced", "natural"))
-        c.choice(self.weighting, "weighting", ("uniform", "size"))
+        c.choice(self.weighting, "weighting", ("uniform", "size", "family"))
         c.done()
 
 

@@ -47,21 +47,47 @@ def _match(names: Sequence[str], patterns: Sequence[str], flag: str) -> list[str
     return list(out)
 
 
+def parse_support_split(spec: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """`train` or `arsc/*=dev,train`: a default split and (pattern, split) overrides, first match wins.
+
+    Why per pattern: a suite mixes sources whose protocols differ; ECOM-dev draws ARSC-dev's supports
+    from `.dev` (music has no `.train`) and the table scenarios' from `train`.
+    """
+    default, overrides = None, []
+    for item in (x.strip() for x in str(spec).split(",")):
+        if not item:
+            continue
+        if "=" in item:
+            pattern, _, split = item.partition("=")
+            if not pattern.strip() or not split.strip():
+                raise ConfigError(f"--support-split: {item!r} must look like PATTERN=SPLIT, e.g. 'arsc/*=dev'")
+            overrides.append((pattern.strip(), split.strip()))
+        elif default is not None:
+            raise ConfigError(f"--support-split: two default splits ({default!r}, {item!r}); give one, plus PATTERN=SPLIT overrides")
+        else:
+            default = item
+    if default is None:
+        raise ConfigError(f"--support-split: {spec!r} names no default split; e.g. 'train' or 'arsc/*=dev,train'")
+    return default, tuple(overrides)
+
+
 def suite_targets(patterns: Sequence[str], support_split: str, sources: Sequence[Path]) -> list[TargetTask]:
-    """Every scenario a target pattern matches; each must have the support split and a test split."""
+    """Every scenario a target pattern matches; each must have its support split and a test split."""
     from metalora.scenarios import all_scenarios
 
     if not patterns:
         raise ConfigError("--targets: give at least one scenario name or pattern, e.g. 'clothing/*/Blouses'")
+    default, overrides = parse_support_split(support_split)
     known = all_scenarios(sources)
     tasks = []
     for name in _match(list(known), patterns, "--targets"):
         sc = known[name]
-        missing = [s for s in (support_split, "test") if s not in sc.splits()]
+        split = next((s for pat, s in overrides if fnmatch.fnmatchcase(name, pat)), default)
+        missing = [s for s in (split, "test") if s not in sc.splits()]
         if missing:
             raise DataError(f"target {name}: no {' or '.join(missing)} split (has {', '.join(sc.splits())}); "
-                            f"the support comes from --support-split {support_split} and scores from test")
-        tasks.append(TargetTask(name, sc, support_split))
+                            f"its support comes from {split} (--support-split {support_split}) and its scores from test")
+        tasks.append(TargetTask(name, sc, split))
     return tasks
 
 

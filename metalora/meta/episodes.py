@@ -99,6 +99,17 @@ class _Pool:
         self.by_class = [np.flatnonzero(self.labels == c) for c in range(sc.num_labels)]
 
 
+def scenario_weights(how: str, sizes: Sequence[int], families: Sequence[str]) -> np.ndarray:
+    """The probability of drawing each scenario: uniform, by size, or uniform over families then scenarios."""
+    if how == "size":
+        sizes = np.asarray(sizes, dtype=np.float64)
+        return sizes / sizes.sum()
+    if how == "family":
+        count = {f: families.count(f) for f in set(families)}
+        return np.array([1.0 / (len(count) * count[f]) for f in families])
+    return np.full(len(sizes), 1.0 / len(sizes))
+
+
 class EpisodeSampler:
     """Draws episodes from scenarios; checks up front that every scenario can fill one."""
 
@@ -110,8 +121,7 @@ class EpisodeSampler:
         self.pools = [_Pool(sc, split or cfg.split) for sc in scenarios]
         for pool in self.pools:
             self._check(pool, where)
-        sizes = np.array([len(p.labels) for p in self.pools], dtype=np.float64)
-        self.weights = sizes / sizes.sum() if cfg.weighting == "size" else np.full(len(sizes), 1.0 / len(sizes))
+        self.weights = scenario_weights(cfg.weighting, [len(p.labels) for p in self.pools], [sc.family for sc in scenarios])
 
     def _check(self, pool: _Pool, where: str) -> None:
         n_way = self.cfg.n_way or pool.num_labels
@@ -126,8 +136,8 @@ class EpisodeSampler:
                 f"{where}: scenario {pool.name} ({pool.key.split(':')[1]} split) has a class with only {usable[0]} examples, "
                 f"fewer than k_shot + query per class = {need}; lower episodes.k_shot / episodes.query_size or drop the scenario"
             )
-        if self.cfg.query_balance == "natural" and len(pool.labels) < n_way * self.cfg.k_shot + self.cfg.query_size:
-            raise DataError(f"{where}: scenario {pool.name} has {len(pool.labels)} examples, fewer than one episode needs")
+        # natural balance: a scenario with fewer than query_size examples left after the support (a 20-review
+        # hotel) gives a smaller query set rather than being refused; every class keeps one query example
 
     def episode(self, step: int, index: int) -> Episode:
         rng = np.random.default_rng([self.seed, step, index])
