@@ -93,7 +93,8 @@ def suite_targets(patterns: Sequence[str], support_split: str, sources: Sequence
 
 def suite_training(train: Sequence[str], val: Sequence[str], opts: BenchOptions, targets: Sequence[TargetTask],
                    sources: Sequence[Path]) -> Training:
-    """Training and validation scenarios: --train / --val, else the meta config's scenarios / exclude / val_scenarios.
+    """Training and validation scenarios: --train (else the meta config's scenarios) minus the config's exclude,
+    and --val (else the config's val_scenarios).
 
     A target among them is refused, never silently dropped: the patterns say what the user believes
     the init trains on, and a pattern that covers a target means that belief is wrong.
@@ -102,13 +103,13 @@ def suite_training(train: Sequence[str], val: Sequence[str], opts: BenchOptions,
 
     cfg = load_config(MetaTrainConfig, opts.meta_config, list(opts.meta_overrides))
     known = all_scenarios(sources)
-    patterns, exclude = (tuple(train), ()) if train else (cfg.scenarios, cfg.exclude)
+    patterns, exclude = (tuple(train) if train else cfg.scenarios), cfg.exclude
     names = [n for n in _match(list(known), patterns, "--train" if train else f"{opts.meta_config or 'meta config'}: scenarios")
              if not any(fnmatch.fnmatchcase(n, e) for e in exclude) and not (cfg.exclude_heldout and known[n].card.heldout)]
     target_names = {t.name for t in targets}
     hit = sorted(target_names & set(names))
     if hit:
-        raise ConfigError(f"{'--train' if train else 'the meta config scenarios / exclude'} also match target(s) "
+        raise ConfigError(f"{'--train' if train else 'the meta config scenarios'} (minus exclude) also match target(s) "
                           f"{', '.join(hit[:3])}{' and more' if len(hit) > 3 else ''}; exclude them from training")
     val_patterns = tuple(val) if val else cfg.val_scenarios
     val_names = _match(list(known), val_patterns, "--val" if val else "val_scenarios") if val_patterns else []

@@ -55,7 +55,7 @@ def register(sub) -> None:
                                      "texts occur in the training data are refused.")
     su.add_argument("--cards", action="append", default=[], metavar="PATH", help="A card file or folder added to data_cards/ (repeatable).")
     su.add_argument("--targets", required=True, help="Comma-separated scenario names or glob patterns, e.g. 'clothing/*/Blouses,arsc/music.*'.")
-    su.add_argument("--train", help="Comma-separated patterns the meta / multitask inits train on. Default: the meta config's scenarios minus its exclude.")
+    su.add_argument("--train", help="Comma-separated patterns the meta / multitask inits train on, replacing the meta config's scenarios (its exclude still applies).")
     su.add_argument("--val", help="Comma-separated patterns for validation episodes (never a target). Default: the meta config's val_scenarios.")
     su.add_argument("--support-split", default="train", help="Split each support set is drawn from: a split name, plus comma-separated PATTERN=SPLIT overrides (first match wins), e.g. 'arsc/*=dev,train' for ECOM-dev. Default train. Scores always come from test.")
     _add_comparison_flags(su, "meta,vanilla,multitask,frozen-lr")
