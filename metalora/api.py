@@ -142,6 +142,8 @@ def init_metadata(spec: str | Path) -> dict:
 
 def init_adapt_defaults(spec: str | Path) -> dict:
     """The adaptation settings a meta-init recommends (its inner loop), as AdaptConfig fields."""
+    if hasattr(spec, "defaults"):  # a metalora.library.LibraryStart: the chosen entry's settings
+        return dict(spec.defaults)
     folder, _ = _resolve(spec)
     rec = read_meta(folder).get("adapt") or {}
     return {k: rec[k] for k in ("optimizer", "lr", "head_lr", "steps") if k in rec}
@@ -160,7 +162,7 @@ def scenario_meta(sc: Scenario) -> dict:
 def adapt(
     scenario: str | Scenario,
     *,
-    init: str | Path | None = None,
+    init: str | Path | None = None,  # also `library:PATH[/top1|/compose]`, or a metalora.library.LibraryStart
     config: AdaptConfig | None = None,
     shots: int | None = 5,
     support_split: str = "train",
@@ -171,7 +173,18 @@ def adapt(
     """Adapt to a scenario from `shots` examples per class (None = the whole split)."""
     cfg = config or AdaptConfig()
     sc = get_scenario(scenario) if isinstance(scenario, str) else scenario
-    if init is not None:
+    if isinstance(init, str) and init.startswith("library:"):  # select (or compose) on this support set first
+        from metalora.library import Support, start_from
+
+        ds = sc.load(support_split)
+        if shots is not None:
+            ds = sample_support(ds, shots, cfg.seed, sc.num_labels, where=f"scenario {sc.name} split {support_split}")
+        init = start_from(init, Support.from_dataset(ds, sc.num_labels, sc.label_names), seed=cfg.seed)
+        if config is None:
+            cfg = AdaptConfig(**init.defaults)
+    if hasattr(init, "model") and hasattr(init, "init"):  # a metalora.library.LibraryStart
+        model, start = init.model, init.init
+    elif init is not None:
         if config is None:
             cfg = AdaptConfig(**init_adapt_defaults(init))
         # the init brings its own backbone unless the caller chose one explicitly

@@ -254,7 +254,10 @@ class ArrowRouter:
         self.backbone = backbone
         cfg = ArrowConfig(top_k=min(top_k, len(entries)), router_temperature=temperature, rng_seed=0)
         try:
-            self.model = create_arrow_model(backbone.model, [str(e.folder) for e in entries], cfg).eval()
+            if entries[0].lora.layers is None:
+                self.model = create_arrow_model(backbone.model, [str(e.folder) for e in entries], cfg).eval()
+            else:
+                self.model = _arrow_on_layers(backbone, entries, cfg).eval()
         except ValueError as exc:
             raise DataError(f"route (Arrow) does not apply to {', '.join(e.name for e in entries)}: {exc}") from None
         feats = self.features(support.texts)
@@ -280,6 +283,27 @@ class ArrowRouter:
     def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
         logits = self.scale * (self.features(texts) @ self.weight.T + self.bias)
         return torch.softmax(logits, dim=-1)
+
+
+def _arrow_on_layers(backbone, entries: Sequence[Entry], cfg):
+    """`peft.create_arrow_model` step by step, with the router on the adapters' own layers: peft's
+    helper puts the router on every layer of the target modules, and a layer without task adapters
+    then has nothing to route to (LoRA on the top layers only, as metalora trains it)."""
+    from peft import LoraConfig, PeftModel
+    from peft.tuners.lora.arrow import check_loaded_lora_compatibility_arrow, ensure_adapters_target_linear_layers_only
+
+    names = [f"task_{i}" for i in range(len(entries))]
+    model = PeftModel.from_pretrained(backbone.model, str(entries[0].folder), adapter_name=names[0])
+    for name, e in zip(names[1:], entries[1:]):
+        model.load_adapter(str(e.folder), adapter_name=name)
+    cfg.task_adapter_names, cfg.gks_adapter_names = names, []
+    targets, r = check_loaded_lora_compatibility_arrow(model, adapter_names=names)
+    ensure_adapters_target_linear_layers_only(model, adapter_names=names)
+    layers_pattern = backbone.layers_path.split(".")[-1] if backbone.layers_path else None
+    model.add_adapter("arrow_router", LoraConfig(arrow_config=cfg, target_modules=targets, r=r,
+                                                 layers_to_transform=list(entries[0].lora.layers), layers_pattern=layers_pattern))
+    model.set_adapter("arrow_router")
+    return model
 
 
 def route(library, support, k: int = 3, top_k: int = 2) -> ArrowRouter:

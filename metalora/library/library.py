@@ -223,6 +223,7 @@ class AdapterLibrary:
         want = _canon(self.base_model)
         entries: list[Entry] = []
         names: set[str] = set()
+        known: set[str] = set()
         for name, folder, source in found:
             try:
                 entry = read_entry(folder, name, source)
@@ -238,8 +239,10 @@ class AdapterLibrary:
                 continue
             names.add(name)
             old = cached.get(name)
-            if old and old.get("fingerprint") == entry.fingerprint and f"{name}.mean" in cached_sigs:
-                entry.signature = (cached_sigs[f"{name}.mean"], cached_sigs[f"{name}.std"])
+            if old and old.get("fingerprint") == entry.fingerprint:  # unchanged: the cached signature (or none)
+                if f"{name}.mean" in cached_sigs:
+                    entry.signature = (cached_sigs[f"{name}.mean"], cached_sigs[f"{name}.std"])
+                known.add(name)
             else:
                 try:
                     entry.signature = read_signature(folder)
@@ -247,7 +250,7 @@ class AdapterLibrary:
                     self._note(f"library entry {name}: {exc}; computing it again")
             entries.append(entry)
         if signatures:
-            todo = [e for e in entries if e.signature is None]
+            todo = [e for e in entries if e.signature is None and e.name not in known]
             if todo:
                 self._compute_signatures(todo)
         self.entries = entries
@@ -443,7 +446,7 @@ def _load_init(entry: Entry, model: LoraClassifier) -> Init:
     try:
         lora = load_params(entry.folder, model)
         extra = load_file(str(entry.folder / INIT_FILE)) if (entry.folder / INIT_FILE).is_file() else {}
-    except (OSError, RuntimeError, ValueError) as exc:
+    except Exception as exc:  # safetensors raises its own error type for a damaged file
         if isinstance(exc, (DataError, BackboneError)):
             raise
         raise DataError(f"library entry {entry.name}: cannot read its weights in {entry.folder} "
