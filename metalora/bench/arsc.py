@@ -151,7 +151,7 @@ def run_arsc(data_dir: str | Path, targets: Sequence[str], train_domains: str | 
         need = episodes.k_shot + (-(-episodes.query_size // 2) if episodes.query_balance == "balanced" else 1)
         training = arsc_training(data_dir, train_domains, tasks, Path(tmp), min_per_class=need if needs_training else 0,
                                  val_split=val_split)
-        if needs_training:
+        if needs_training or any(m in opts.methods for m in ("select", "compose")):  # the library adapts to them too
             if not training.scenarios:
                 raise DataError(f"no training domain with a .train file in {data_dir}; cannot train the meta / multitask inits")
             write_arsc_cards(data_dir, list(training.describe["domains"]) + training.describe["val_domains"], Path(tmp))

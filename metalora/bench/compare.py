@@ -33,6 +33,7 @@ from metalora.bench.setfit_runner import SetFitRunner, SetFitSettings
 from metalora.bench.support import borderline_indices, check_sampling, typicality
 from metalora.config import AdaptConfig, BackboneConfig, MetaTrainConfig, load_config
 from metalora.errors import ConfigError, DataError
+from metalora.library.bench import LIBRARY_METHODS
 from metalora.scenarios import Scenario, sample_support
 
 
@@ -108,6 +109,9 @@ class BenchOptions:
     support_sampling: str = "random"
     borderline_fraction: float = 0.25
     max_overlap: float = 0.01  # a target whose test texts occur in training more often than this is refused
+    library: str | None = None  # select / compose: the adapter library folder (built there when empty, reused after)
+    library_shots: int = 32  # select / compose: examples per class each library adapter was adapted on
+    selector_candidates: int | None = 10  # select: adapters per training scenario the learned selector adapts (+ inits)
     extra: dict = field(default_factory=dict)  # copied into the report (data_dir, ...)
 
 
@@ -378,6 +382,14 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
             setups[m] = (ref, None, plain)  # peft's default init, drawn with each run's seed
         elif m in ("frozen-lr", "setfit"):
             setups[m] = (ref, None, None)
+        elif m in LIBRARY_METHODS:
+            setups[m] = (None, None, None)
+    library = None
+    if any(m in LIBRARY_METHODS for m in methods):  # built (or reused) before any target is touched
+        from metalora.library.bench import prepare
+
+        meta_cfg = setups["meta"][2] if "meta" in setups else None
+        library = prepare(training, opts, init_dirs.get("meta"), meta_cfg, plain, notes)
     setfit_dir = tempfile.TemporaryDirectory(prefix="metalora-bench-setfit-") if "setfit" in methods else None
     setfit = SetFitRunner(ref.backbone.config, Path(setfit_dir.name), opts.setfit) if setfit_dir else None
 
@@ -421,6 +433,11 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
                 if m == "setfit":
                     res = setfit.run(sup["text"], sup_y, t.num_labels, test["text"], test_y, seed)
                     runs[m][t.name].append({"seed": seed, **res.row()})
+                    continue
+                if m in LIBRARY_METHODS:
+                    res, info = library.run(m, sup, t.num_labels, t.scenario.label_names, test["text"], test_y, seed,
+                                            where=f"{t.name} seed {seed} ({m})")
+                    runs[m][t.name].append({"seed": seed, **res.row(), **info})
                     continue
                 key = _model_key(model)
                 if key not in test_enc:
@@ -484,6 +501,7 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
         report["methods"][m] = {
             "adapt": ({"optimizer": cfg.optimizer, "steps": cfg.steps, "lr": cfg.lr, "head_lr": cfg.head_lr,
                        "batch_size": cfg.batch_size} if cfg else
+                      library.describe(m) if m in LIBRARY_METHODS else
                       opts.setfit.describe(ref.backbone.config.max_length) if m == "setfit" else
                       {"classifier": "sklearn LogisticRegression", "features": "frozen backbone"}),
             "tasks": tasks,
@@ -493,6 +511,8 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
             "over_families": {k: float(np.mean([f[k]["mean"] for f in fams.values()])) for k in ("accuracy", "macro_f1")},
             "curve": mean_curve(curves[m]),
         }
+        if m in LIBRARY_METHODS:
+            report["methods"][m]["library"] = library.report(m)
     paths = write_comparison(report, out)
     print(summary_table(report))
     print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")

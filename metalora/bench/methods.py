@@ -25,12 +25,12 @@ from metalora.model import Encoded, LoraClassifier, Params, head_logits
 KNOWN_METHODS = ("meta", "vanilla", "multitask", "frozen-lr", "setfit", "select", "compose")
 LORA_METHODS = ("meta", "vanilla", "multitask")
 CURVE_METHODS = ("meta", "vanilla", "multitask")
-LATER_METHODS = ("select", "compose")  # come with the adapter-library issue
+LIBRARY_METHODS = ("select", "compose")  # metalora.library: chosen from / blended over an adapter library
 METRICS = ("accuracy", "macro_f1")
 
 
 def parse_methods(spec: str | Sequence[str]) -> list[str]:
-    """`meta,vanilla` -> ['meta', 'vanilla']; unknown names and not-yet-available methods are refused."""
+    """`meta,vanilla` -> ['meta', 'vanilla']; unknown names are refused."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     methods = [m.strip() for m in items if m.strip()]
     if not methods:
@@ -44,12 +44,6 @@ def parse_methods(spec: str | Sequence[str]) -> list[str]:
             close = difflib.get_close_matches(m, KNOWN_METHODS, n=1)
             hints.append(f"{m!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ConfigError(f"--methods: unknown method {', '.join(hints)}; choose from {', '.join(KNOWN_METHODS)}")
-    later = [m for m in methods if m in LATER_METHODS]
-    if later:
-        raise ConfigError(
-            f"--methods: {', '.join(later)} come with the adapter-library issue (selecting / composing stored "
-            "adapters) and are not available yet; drop them from --methods"
-        )
     return list(dict.fromkeys(methods))
 
 

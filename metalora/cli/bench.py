@@ -6,8 +6,9 @@ import argparse
 METHODS_HELP = ("Comma-separated methods: meta (the meta-learned init), vanilla (peft's default LoRA init), multitask "
                 "(pooled ordinary training on the training domains), frozen-lr (frozen backbone + logistic regression), "
                 "setfit (SetFit fine-tuning of the same backbone, 20 pair iterations and 1 epoch by default; skipped with a note "
-                "when the setfit package is missing: pip install metalora[setfit]). select and compose come with the "
-                "adapter-library issue and are refused.")
+                "when the setfit package is missing: pip install metalora[setfit]), select (the entry of an adapter library built from "
+                "the training scenarios that the learned selector ranks first for each support set, adapted at its kind's budget) "
+                "and compose (a LoraHub blend of the library's best entries and the meta-init).")
 SAMPLING_HELP = ("How each seed's support set is drawn: `random` (shots per class, uniformly; default) or `borderline` (a stress "
                  "test: from each class's least typical examples, those a logistic regression on the frozen backbone's features, "
                  "cross-validated on the support split, finds least like their own label; see --borderline-fraction).")
@@ -31,6 +32,11 @@ def _add_comparison_flags(p: argparse.ArgumentParser, default_methods: str) -> N
     p.add_argument("--support-sampling", default="random", choices=("random", "borderline"), help=SAMPLING_HELP)
     p.add_argument("--borderline-fraction", type=float, default=0.25, help="Borderline sampling: the share of each class's examples, least typical first, that supports are drawn from (default 0.25).")
     p.add_argument("--max-overlap", type=float, default=0.01, help="A target whose test texts occur in the training data more often than this share is refused; below it the shared texts are left out of scoring and named (default 0.01).")
+    p.add_argument("--library", help="select / compose: the adapter library folder; built there from the training scenarios "
+                                     "when empty (one adapter each, plus the meta-init and a learned selector), reused by later runs. "
+                                     "Default: OUT/library.")
+    p.add_argument("--library-shots", type=int, default=32, help="select / compose: examples per class each library adapter is adapted on (default 32).")
+    p.add_argument("--selector-candidates", type=int, default=10, help="select: adapters per training scenario the learned selector adapts to learn from, besides the inits (default 10).")
     p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
 
 
@@ -92,6 +98,7 @@ def _options(args, benchmark: str):
         multitask_init=args.multitask_init, benchmark=benchmark, progress=not args.no_progress,
         setfit=SetFitSettings(num_iterations=args.setfit_iterations, num_epochs=args.setfit_epochs),
         support_sampling=args.support_sampling, borderline_fraction=args.borderline_fraction, max_overlap=args.max_overlap,
+        library=args.library, library_shots=args.library_shots, selector_candidates=args.selector_candidates,
     )
 
 
