@@ -38,6 +38,7 @@ class LibraryMethods:
     meta: AdaptConfig | None  # the meta-init's validated settings in this run
     build: dict
     stats: dict = field(default_factory=lambda: {m: {"seconds": [], "chosen": {}, "decided_by": {}} for m in LIBRARY_METHODS})
+    _test_enc: dict = field(default_factory=dict)
 
     def budget(self, kind: str, defaults: dict) -> AdaptConfig:
         if kind == "default" or self.meta is None:
@@ -66,7 +67,11 @@ class LibraryMethods:
                 cfg = self.budget(lead.kind, blend.defaults)
             enc = model.encode(sup.texts)
             params = adapt(model, enc, sup.labels, num_labels, init, replace(cfg, seed=seed), where=where)
-        probs = model.predict_proba(params, model.encode(list(test_texts)), cfg.eval_batch_size).numpy()
+        key = (where.split(" seed ")[0], model.cut)  # one task's test set, through one prefix: encoded once
+        if key not in self._test_enc:
+            self._test_enc = {k: v for k, v in self._test_enc.items() if k[0] == key[0]}  # keep the current task only
+            self._test_enc[key] = model.encode(list(test_texts))
+        probs = model.predict_proba(params, self._test_enc[key], cfg.eval_batch_size).numpy()
         st = self.stats[method]
         st["seconds"].append(info["select_seconds"])
         key = info["chosen"] if method == "select" else "blend"
