@@ -192,13 +192,25 @@ def select(library, support, k: int = 5, by: str = "auto", few_steps: int = 5, f
 
 
 # -- the learned selector -----------------------------------------------------------------------
+def _related(entry_scenario: str | None, sc) -> bool:
+    """An entry adapted on this scenario, or on one cut from the same texts (ARSC's t2/t4/t5 of one
+    domain are the same reviews): a new scenario never has such an adapter, so training must not either."""
+    if not entry_scenario:
+        return False
+    if entry_scenario == sc.name:
+        return True
+    task = getattr(sc, "arsc_task", None)
+    return bool(task) and entry_scenario.startswith(f"{sc.card.name}/{task[0]}.")
+
+
 def fit_selector(library, scenarios: Sequence, shots: int = 5, seeds: Sequence[int] = (0,), query_size: int = 64,
                  query_split: str = "test", support_split: str = "train", candidates: int | None = None,
                  steps: int | None = None, progress: bool = False) -> LearnedSelector:
     """Fit the selector on training scenarios (names or Scenario objects).
 
     For each scenario and seed: a support set of `shots` per class from `support_split`, the cheap
-    signals for every entry EXCEPT adapters of that very scenario (a new scenario never has its own),
+    signals for every entry EXCEPT adapters of that very scenario or of one sharing its texts (a new scenario
+    never has its own),
     then every candidate (all entries, or the best `candidates` by zero-step plus the meta-inits and
     the default) adapted with its own settings (`steps` overrides the step count) and scored on up to
     `query_size` examples of `query_split`: the accuracy the selector learns to rank by.
@@ -221,7 +233,7 @@ def fit_selector(library, scenarios: Sequence, shots: int = 5, seeds: Sequence[i
             q = sc.load(query_split)
             if len(q) > query_size:
                 q = q.shuffle(seed=seed).select(range(query_size))
-            own = [e.name for e in library.entries if e.scenario == sc.name]
+            own = [e.name for e in library.entries if _related(e.scenario, sc)]
             enc = _Encodings(support.texts)
             rows, _, _ = score_entries(library, support, enc, exclude=own)
             if candidates is not None:
