@@ -13,7 +13,6 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from metalora.adapt import Init
 from metalora.api import adapt
 from metalora.cli import main
 from metalora.config import AdaptConfig, BackboneConfig, LoraSettings

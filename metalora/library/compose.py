@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from metalora.adapt import Init
 from metalora.errors import ConfigError, DataError
 from metalora.library.entries import Entry
-from metalora.library.signals import Support, features, loo_logits
+from metalora.library.signals import features, loo_logits
 from metalora.model import LoraClassifier, Params
 
 BOUND = 1.5  # LoraHub's weight bounds

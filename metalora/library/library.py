@@ -17,7 +17,6 @@ import dataclasses
 import json
 import os
 import tempfile
-import time
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -459,12 +458,6 @@ def _load_init(entry: Entry, model: LoraClassifier) -> Init:
     if lrs:
         init.inner_lrs = {k if k in (*HEAD_KEYS, SCALE_KEY) else from_peft_key(k, model.lora_names): v for k, v in lrs.items()}
     return init
-
-
-def time_it(fn, *args, **kw):
-    t = time.perf_counter()
-    out = fn(*args, **kw)
-    return out, time.perf_counter() - t
 
 
 def adapt_config_for(library: AdapterLibrary, entry: Entry, base: AdaptConfig | None = None) -> AdaptConfig:
