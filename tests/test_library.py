@@ -361,3 +361,25 @@ def test_select_bad_input(built):
         Support(["a", "b"], [1, 1], 2)
     with pytest.raises(DataError, match="no entry 'colr'.*colour"):
         lib.entry("colr")
+
+
+def test_selector_training_leaves_out_adapters_of_the_same_rows(tmp_path):
+    """An adapter of another scenario cut from the same texts is as good as the scenario's own: left out."""
+    from metalora.library.entries import Entry
+    from metalora.library.select import _norm, _Relatedness
+    from metalora.scenarios import get_scenario
+
+    shared = rows("colour", 20, 0)
+    a = write_scenario(tmp_path / "a", {"train": shared, "test": shared[:6]}, name="local/a")
+    b = write_scenario(tmp_path / "b", {"train": shared[::-1], "test": shared[:6]}, name="local/b")  # same rows, other card
+    c = write_scenario(tmp_path / "c", {"train": rows("animal", 20, 0), "test": rows("animal", 6, 1)}, name="local/c")
+    sc = get_scenario(str(a))
+    probe = {_norm(t) for t in sc.load("train")["text"]}
+    related = _Relatedness(None)
+
+    def entry(card, kind="adapter"):
+        return Entry(name=card.parent.name, kind=kind, base_model="tiny-bert", lora=None, scenario=str(card))
+
+    assert related(entry(b), sc, probe) and not related(entry(c), sc, probe)
+    assert not related(entry(b, kind="meta-init"), sc, probe)  # inits are never left out
+    assert related(Entry(name="x", kind="adapter", base_model=None, lora=None, scenario=sc.name), sc, probe)

@@ -192,15 +192,41 @@ def select(library, support, k: int = 5, by: str = "auto", few_steps: int = 5, f
 
 
 # -- the learned selector -----------------------------------------------------------------------
-def _related(entry_scenario: str | None, sc) -> bool:
-    """An entry adapted on this scenario, or on one cut from the same texts (ARSC's t2/t4/t5 of one
-    domain are the same reviews): a new scenario never has such an adapter, so training must not either."""
-    if not entry_scenario:
-        return False
-    if entry_scenario == sc.name:
-        return True
-    task = getattr(sc, "arsc_task", None)
-    return bool(task) and entry_scenario.startswith(f"{sc.card.name}/{task[0]}.")
+class _Relatedness:
+    """Which entries were adapted on this scenario's own texts: the same scenario, or another one cut from
+    the same rows (ARSC's t2/t4/t5 of a domain; two cards over one table). A new scenario never has such
+    an adapter, so the selector must not learn from them either. Decided by text overlap with the
+    entry's scenario (loaded once per entry), by name where that scenario is not known here."""
+
+    def __init__(self, library):
+        self.library = library
+        self.texts: dict[str, set[str] | None] = {}
+
+    def _entry_texts(self, e) -> set[str] | None:
+        from metalora.scenarios import get_scenario
+
+        if e.scenario not in self.texts:
+            try:
+                sc = get_scenario(e.scenario)
+                self.texts[e.scenario] = {_norm(t) for t in sc.load((e.support or {}).get("split") or "train")["text"]}
+            except Exception:  # not known on this machine: fall back to the name
+                self.texts[e.scenario] = None
+        return self.texts[e.scenario]
+
+    def __call__(self, e, sc, probe: set[str]) -> bool:
+        if not e.scenario or e.kind != "adapter":
+            return False
+        if e.scenario == sc.name:
+            return True
+        task = getattr(sc, "arsc_task", None)
+        if task and e.scenario.startswith(f"{sc.card.name}/{task[0]}."):
+            return True
+        texts = self._entry_texts(e)
+        return bool(texts) and len(probe & texts) > 0.01 * max(len(probe), 1)
+
+
+def _norm(text: str) -> str:
+    return " ".join(str(text).lower().split())
 
 
 def fit_selector(library, scenarios: Sequence, shots: int = 5, seeds: Sequence[int] = (0,), query_size: int = 64,
@@ -224,6 +250,7 @@ def fit_selector(library, scenarios: Sequence, shots: int = 5, seeds: Sequence[i
     if not scs:
         raise ConfigError("fit-selector: name at least one training scenario")
     tasks, used = [], []
+    related = _Relatedness(library)
     from tqdm.auto import tqdm
 
     for sc in tqdm(scs, desc="fit selector", disable=not progress):
@@ -233,7 +260,8 @@ def fit_selector(library, scenarios: Sequence, shots: int = 5, seeds: Sequence[i
             q = sc.load(query_split)
             if len(q) > query_size:
                 q = q.shuffle(seed=seed).select(range(query_size))
-            own = [e.name for e in library.entries if _related(e.scenario, sc)]
+            probe = {_norm(t) for t in [*support.texts, *q["text"]]}
+            own = [e.name for e in library.entries if related(e, sc, probe)]
             enc = _Encodings(support.texts)
             rows, _, _ = score_entries(library, support, enc, exclude=own)
             if candidates is not None:
