@@ -383,3 +383,10 @@ def test_selector_training_leaves_out_adapters_of_the_same_rows(tmp_path):
     assert related(entry(b), sc, probe) and not related(entry(c), sc, probe)
     assert not related(entry(b, kind="meta-init"), sc, probe)  # inits are never left out
     assert related(Entry(name="x", kind="adapter", base_model=None, lora=None, scenario=sc.name), sc, probe)
+
+
+def test_compose_takes_its_ingredients_from_a_given_ranking(built):
+    lib = AdapterLibrary(built["lib"])
+    order = [lib.entry(n) for n in ("animal", "peft-default", "colour", "weather", "meta")]
+    blend = lib.compose(support("colour"), k=2, budget=3, ranking=order)
+    assert [e.name for e in blend.entries] == ["animal", "colour", "meta"]  # top 2 of the ranking + the meta-init

@@ -134,8 +134,11 @@ def run_select(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LibraryWarning)
         lib = _open(args.path)
-        sel = lib.select(support, k=args.k, by=args.by, few_steps=args.few_steps, seed=args.seed)
-        blend = lib.compose(support, k=args.compose_k, budget=args.budget, seed=args.seed) if args.compose else None
+        sel = lib.select(support, k=len(lib.entries), by=args.by, few_steps=args.few_steps, seed=args.seed)
+        # the blend takes its ingredients from this ranking (no second scoring pass)
+        blend = (lib.compose(support, k=args.compose_k, budget=args.budget, seed=args.seed,
+                             ranking=[r.entry for r in sel.ranking]) if args.compose else None)
+        sel.ranking = sel.ranking[:args.k]
     _print_notes(lib)
     if args.json:
         out = sel.to_json()

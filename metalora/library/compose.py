@@ -151,9 +151,11 @@ def check_compatible(entries: Sequence[Entry]) -> None:
 
 
 def compose(library, support, k: int = 3, budget: int = 40, entries: Sequence[str] | None = None,
-            weights: Sequence[float] | None = None, include_meta_inits: bool = True, seed: int = 0) -> Blend:
+            weights: Sequence[float] | None = None, include_meta_inits: bool = True, seed: int = 0,
+            ranking: Sequence[Entry] | None = None) -> Blend:
     """Blend the top `k` entries (or the named `entries`) with weights searched on the support set
-    (or the given `weights`, no search) and merged by peft."""
+    (or the given `weights`, no search) and merged by peft. `ranking` (every entry, best first, e.g. a
+    `Selection`'s) replaces the zero-step ranking the top entries are otherwise taken from."""
     from metalora.library.select import _as_support, _Encodings, select
 
     t0 = time.perf_counter()
@@ -168,8 +170,9 @@ def compose(library, support, k: int = 3, budget: int = 40, entries: Sequence[st
     else:
         if k < 1:
             raise ConfigError(f"compose k: must be >= 1, got {k}")
-        ranking = select(library, support, k=len(library.entries), by="zero_step").ranking
-        learned = [r.entry for r in ranking if r.entry.kind != "default"]
+        order = list(ranking) if ranking is not None else [
+            r.entry for r in select(library, support, k=len(library.entries), by="zero_step").ranking]
+        learned = [e for e in order if e.kind != "default"]
         shape = learned[0].lora
         chosen = [e for e in learned if e.lora == shape][:k]
         if include_meta_inits:
