@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from metalora.augment.support import FeatureAugmenter
 from metalora.config import AdaptConfig
 from metalora.errors import DataError, TrainingError
 from metalora.model import HEAD_KEYS, SCALE_KEY, DEFAULT_LOGIT_SCALE, Encoded, LoraClassifier, Params, prototype_head, random_head
@@ -30,16 +31,21 @@ class Init:
     head_prior: Tensor | None = None  # meta-learned class-prior direction (MetaTrainConfig.head_prior)
     lineage: dict | None = None  # where it came from: {"path": ...} or {"repo_id": ..., "revision": ...}
     meta: dict | None = None  # metalora.json of a meta-init (algorithm, suite, recommended adapt settings)
+    feature_stats: object | None = None  # training-class statistics for augment calibrate (augment.calibration.FeatureStats)
 
 
 def build_head(model: LoraClassifier, lora: Params, support: Encoded, labels: Tensor, num_labels: int,
                how: str = "prototype", generator: torch.Generator | None = None,
-               prior: Tensor | None = None) -> tuple[Tensor, Tensor]:
+               prior: Tensor | None = None, extra: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """`extra`: (features, labels) that join the support's own (augment calibrate's samples)."""
     if how == "random":
         return random_head(model.backbone.hidden_size, num_labels, generator)
     with torch.no_grad():
         feats = torch.cat([model.features(lora, b) for b in support.batches(64)])
-        return prototype_head(feats, labels.to(feats.device), num_labels, prior)
+        labels = labels.to(feats.device)
+        if extra is not None:
+            feats, labels = torch.cat([feats, extra[0].to(feats)]), torch.cat([labels, extra[1].to(labels.device)])
+        return prototype_head(feats, labels, num_labels, prior)
 
 
 def adapt(
@@ -62,7 +68,9 @@ def adapt(
     device = model.device
     labels = labels.to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    weight, bias = build_head(model, init.lora, support, labels, num_labels, cfg.head_init, gen, init.head_prior)
+    aug = FeatureAugmenter.build(cfg, init, model, where)  # None unless cfg.augment has calibrate or mixup
+    extra = aug.head_extra(model, init.lora, support, labels, num_labels) if aug else None
+    weight, bias = build_head(model, init.lora, support, labels, num_labels, cfg.head_init, gen, init.head_prior, extra)
     params: Params = {k: v.detach().clone().to(device).requires_grad_(True) for k, v in init.lora.items()}
     params["head.weight"] = weight.detach().clone().to(device).requires_grad_(True)
     params["head.bias"] = bias.detach().clone().to(device).requires_grad_(True)
@@ -93,7 +101,7 @@ def adapt(
         else:
             idx = torch.randperm(n, generator=gen)[: cfg.batch_size]
             batch, y = support.select(idx), labels[idx]
-        loss = F.cross_entropy(model.logits(params, batch), y)
+        loss = aug.loss(model, params, batch, y) if aug else F.cross_entropy(model.logits(params, batch), y)
         if not torch.isfinite(loss):
             raise TrainingError(f"{where}: the loss became {loss.item()} at adaptation step {step}; lower the learning rate (lr={cfg.lr})")
         loss.backward()

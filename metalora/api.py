@@ -21,6 +21,7 @@ from metalora.adapt import Init, Timer, adapt as _adapt
 from metalora.adapter_io import (
     INIT_FILE, check_backbone, load_head, load_params, lora_settings_from, read_meta, save_folder,
 )
+from metalora.augment.calibration import load_feature_stats
 from metalora.backbones import load_backbone
 from metalora.config import AdaptConfig, BackboneConfig, LoraSettings
 from metalora.errors import DataError
@@ -100,7 +101,7 @@ def load_init(spec: str | Path, backbone: BackboneConfig | str | None = None) ->
     from metalora.adapter_io import from_peft_key
 
     folder, lineage, meta, model, lora = _open_folder(spec, backbone)
-    init = Init(lora=lora, lineage=lineage, meta=meta)
+    init = Init(lora=lora, lineage=lineage, meta=meta, feature_stats=load_feature_stats(folder))
     if (folder / INIT_FILE).is_file():
         extra = load_file(str(folder / INIT_FILE))
         if SCALE_KEY in extra:
@@ -199,14 +200,23 @@ def adapt(
     check_support(ds, sc.num_labels, where=f"scenario {sc.name} split {support_split}")
     if evaluate_split is not None and evaluate_split not in sc.splits():
         raise DataError(f"scenario {sc.name} has no {evaluate_split!r} split to evaluate on (has {', '.join(sc.splits())})")
-    enc = model.encode(ds["text"])
+    texts, labels = list(ds["text"]), list(ds["label"])
+    augmented = {}
+    if cfg.augment.methods:
+        from metalora.augment.text import TextAugmenter
+
+        with Timer() as ta:
+            text_aug = TextAugmenter(cfg.augment, model.backbone)
+            texts, labels = text_aug(texts, labels, cfg.seed) if text_aug else (texts, labels)
+        augmented = {"methods": list(cfg.augment.methods), "examples": len(texts), "text_seconds": round(ta.seconds, 3)}
+    enc = model.encode(texts)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, desc=f"adapt {sc.name}", leave=False)
     with Timer() as t:
-        params = _adapt(model, enc, torch.tensor(ds["label"]), sc.num_labels, start, cfg, where=f"scenario {sc.name}",
+        params = _adapt(model, enc, torch.tensor(labels), sc.num_labels, start, cfg, where=f"scenario {sc.name}",
                         on_step=(lambda step, _p: bar.update(1 if step else 0)) if bar else None)
     if bar:
         bar.close()
@@ -215,7 +225,8 @@ def adapt(
         "kind": "adapter",
         "scenario": scenario_meta(sc),
         "support": {"split": support_split, "shots": shots, "examples": len(ds), "seed": cfg.seed},
-        "adapt": {"steps": cfg.steps, "lr": cfg.lr, "head_lr": cfg.head_lr, "optimizer": cfg.optimizer, "seconds": round(t.seconds, 3)},
+        "adapt": {"steps": cfg.steps, "lr": cfg.lr, "head_lr": cfg.head_lr, "optimizer": cfg.optimizer, "seconds": round(t.seconds, 3),
+                  **({"augment": augmented} if augmented else {})},
         "lineage": {"init": start.lineage},
         "metrics": {},
     }

@@ -75,7 +75,7 @@ class MetaTrainer:
         self.cache = ExampleCache(self.model)
         self.sampler = EpisodeSampler(self.train_scenarios, cfg.episodes, self.cache, cfg.seed, where="scenarios")
         self.val_sampler = (EpisodeSampler(self.val_scenarios, cfg.episodes, self.cache, cfg.seed + 1_000_003,
-                                           split=cfg.val_split, where="val_scenarios") if self.val_scenarios else None)
+                                           split=cfg.val_split, where="val_scenarios", augment=False) if self.val_scenarios else None)
         self._init_meta()
 
     # -- meta-parameters -------------------------------------------------------------------------
@@ -285,6 +285,13 @@ class MetaTrainer:
             final = self.save_init(self.out / "final-init", step=cfg.steps, val=last.get("val_acc"), adapt_steps=last.get("adapt_steps"))
             source = self.out / "best-init" if (self.out / "best-init").is_dir() else final
             _copy_folder(source, init_dir)
+            if cfg.feature_stats:  # for adapt's calibrate augmentation, under the saved init's own weights
+                from metalora.augment.calibration import compute_feature_stats, save_feature_stats
+                from metalora.adapter_io import load_params
+
+                stats = compute_feature_stats(self.model, load_params(init_dir, self.model), self.train_scenarios,
+                                              cfg.episodes.split, cfg.feature_stats, cfg.seed)
+                save_feature_stats(stats, init_dir)
             (self.out / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
         acc.wait_for_everyone()
         acc.end_training()  # last: it also tears down the process group
