@@ -91,7 +91,7 @@ class Paraphraser:
             for _ in range(copies):
                 for start in range(0, len(prompts), batch_size):
                     batch = self.tok(prompts[start:start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-                    gen = self.model.generate(**batch, do_sample=True, temperature=0.8, top_p=0.95, max_new_tokens=max_new_tokens,
+                    gen = self.model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], do_sample=True, temperature=0.8, top_p=0.95, max_new_tokens=max_new_tokens,
                                               pad_token_id=self.tok.pad_token_id)
                     new = gen[:, batch["input_ids"].shape[1]:]
                     for j, row in enumerate(self.tok.batch_decode(new, skip_special_tokens=True)):

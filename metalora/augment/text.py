@@ -168,6 +168,11 @@ class TextAugmenter:
         return out_t, out_y
 
 
-def _one(aug, text: str) -> str:
-    got = aug.augment(text) if text.strip() else []
-    return got[0] if got else text
+def _one(aug, text: str, tries: int = 5) -> str:
+    """One perturbed copy; a draw that happens to give the text back (two swaps that undo each other)
+    is drawn again, a few times, since an unchanged copy only duplicates a support example."""
+    for _ in range(tries):
+        got = aug.augment(text) if text.strip() else []
+        if got and got[0] != text:
+            return got[0]
+    return text
