@@ -150,7 +150,7 @@ class AugmentConfig:
                                    "the training classes' mean per-dimension variance.", default=0.2)
     mixup_alpha: float = _help("mixup: Beta(alpha, alpha) draws the mixing weight of two support examples' pooled features.", default=0.4)
     paraphrase_model: str = _help("paraphrase: the causal LM that writes paraphrases (`smollm2`, or `tiny-llama` for tests).", default="smollm2")
-    paraphrase_max_new_tokens: int = _help("paraphrase: tokens generated per paraphrase at most.", default=48)
+    paraphrase_max_new_tokens: int = _help("paraphrase: tokens generated per paraphrase at most.", default=64)
 
     def __post_init__(self) -> None:
         c = _Checks("augment")

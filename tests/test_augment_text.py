@@ -117,3 +117,11 @@ def test_paraphrase_without_the_gpt_extra_names_it(monkeypatch):
         TextAugmenter(AugmentConfig(methods=("paraphrase",)))
     with pytest.raises(ConfigError, match="paraphrase_model"):
         paraphrase.Paraphraser("bert-base")
+
+
+def test_paraphrase_answer_drops_the_preamble():
+    from metalora.augment.paraphrase import _answer
+
+    assert _answer("Here's a paraphrase of the customer text:\n\nThe album is great fun.") == "The album is great fun."
+    assert _answer('"Loved it, would buy again."') == "Loved it, would buy again."
+    assert _answer("The revised text is:") == ""

@@ -80,7 +80,7 @@ class Paraphraser:
         return msg + "\nParaphrase:"
 
     @torch.no_grad()
-    def __call__(self, texts: Sequence[str], copies: int, seed: int, max_new_tokens: int = 48,
+    def __call__(self, texts: Sequence[str], copies: int, seed: int, max_new_tokens: int = 64,
                  batch_size: int = 8) -> list[list[str]]:
         """`copies` sampled paraphrases of each text (an empty generation falls back to the text itself)."""
         out: list[list[str]] = [[] for _ in texts]
@@ -95,9 +95,17 @@ class Paraphraser:
                                               pad_token_id=self.tok.pad_token_id)
                     new = gen[:, batch["input_ids"].shape[1]:]
                     for j, row in enumerate(self.tok.batch_decode(new, skip_special_tokens=True)):
-                        row = row.strip().split("\n")[0].strip()
-                        out[start + j].append(row or texts[start + j])
+                        out[start + j].append(_answer(row) or texts[start + j])
         return out
+
+
+def _answer(generated: str) -> str:
+    """The paraphrase without the preamble small instruct models write first ("Here's a paraphrase:")."""
+    lines = [line.strip() for line in generated.strip().split("\n") if line.strip()]
+    while len(lines) > 1 and lines[0].endswith(":"):
+        lines.pop(0)
+    text = " ".join(lines).strip().strip('"').strip()
+    return "" if text.endswith(":") else text
 
 
 def paraphraser(name: str) -> Paraphraser:
