@@ -1,61 +1,99 @@
-"""The augmentation ablation (metalora.augment.ablation, `metalora bench ... --augment`): every setting
-runs on the same support sets and seeds, paired differences to the first setting are computed from
-those runs, a task setting meta-trains its own init and reports its time, and bad names are refused."""
+"""The augmentation ablation of the bench (`metalora bench ... --augment`, metalora.augment.ablation): each
+setting is a row beside `meta` on the same support sets and seeds, paired differences are computed from
+those runs per family, a task setting meta-trains its own init and reports its time, bad names are refused."""
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from metalora.augment.ablation import AblationOptions, parse_settings, run_ablation
-from metalora.bench.arsc import TargetTask, Training
+from conftest import NEGATIVE, POSITIVE, write_scenario
+from metalora.augment.ablation import paired, parse_settings
+from metalora.cli import main
 from metalora.errors import ConfigError
-from metalora.scenarios import get_scenario
 
-SMOKE = "recipes/configs/smoke_fomaml_tiny.yaml"
+TINY_META = """\
+backbone: {name: tiny-bert, max_length: 32}
+lora: {r: 4, top_layers: 2}
+algorithm: fomaml
+steps: 2
+meta_batch: 2
+inner_steps: 1
+adapt_steps: 0
+episodes: {k_shot: 2, query_size: 4}
+eval_every: 0
+checkpoint_every: 0
+log_with: none
+feature_stats: 6
+"""
 
 
 def test_parse_settings():
     s = parse_settings("none,support,feature,task,calibrate+task-merge")
     assert [x.name for x in s] == ["none", "support", "feature", "task", "calibrate+task-merge"]
-    assert s[0].support == () and s[0].task_key == "none"
-    assert s[1].support == ("dropout", "swap", "neighbours") and s[2].support == ("calibrate",)
+    assert [x.row for x in s] == ["meta", "meta+support", "meta+feature", "meta+task", "meta+calibrate+task-merge"]
+    assert s[1].support == ("dropout", "swap", "neighbours") and s[1].text and not s[2].text
+    assert s[2].support == ("calibrate",) and s[0].support == () and s[0].task == ()
     assert dict(s[3].task) == {"task_interpolation": 0.5} and dict(s[4].task) == {"merge_scenarios": 0.3}
     with pytest.raises(ConfigError, match="unknown setting 'fetaure'.*did you mean 'feature'.*task-merge"):
         parse_settings("none,fetaure")
     with pytest.raises(ConfigError, match="twice"):
-        parse_settings("none,none")
+        parse_settings("none,feature,feature")
 
 
-def test_ablation_runs_every_setting_on_the_same_support_sets(tmp_path, write_card):
-    from conftest import NEGATIVE, POSITIVE
+def test_paired_differences_match_by_task_and_seed():
+    runs = {"meta": {"a": [{"seed": 0, "accuracy": 0.5}, {"seed": 1, "accuracy": 0.7}], "b": [{"seed": 0, "accuracy": 0.6}]},
+            "meta+x": {"a": [{"seed": 1, "accuracy": 0.8}, {"seed": 0, "accuracy": 0.4}], "b": [{"seed": 0, "accuracy": 0.9}]}}
+    out = paired(runs, ["meta+x"], {"a": "f1", "b": "f2"}, metrics=("accuracy",))
+    assert out["meta+x"]["all"]["accuracy"]["delta"] == pytest.approx(np.mean([0.1, -0.1, 0.3]))
+    assert out["meta+x"]["f1"]["accuracy"]["wins"] == 1 and out["meta+x"]["f1"]["accuracy"]["losses"] == 1
+    assert out["meta+x"]["f2"]["accuracy"]["runs"] == 1
 
-    rows = {"train": [{"review": t, "label": "positive"} for t in POSITIVE[:6]] + [{"review": t, "label": "negative"} for t in NEGATIVE[:6]],
-            "test": [{"review": t, "label": "positive"} for t in POSITIVE[6:]] + [{"review": t, "label": "negative"} for t in NEGATIVE[6:]]}
-    sc = get_scenario(str(write_card(rows)))
-    targets = [TargetTask(sc.name, sc, "train")]
-    training = Training(("synthetic/sentiment/*",), None, describe={"scenarios": []})
-    opts = AblationOptions(settings=parse_settings("none,feature,swap,task"), out=tmp_path / "out", shots=2, seeds=(0, 1),
-                           meta_config=SMOKE, meta_overrides=("steps=1", "val_scenarios=[]", "feature_stats=6"),
-                           augment_overrides=("calibrate_samples=8", "copies=1"), progress=False)
-    report = run_ablation(targets, training, opts)
-    settings = report["settings"]
-    assert list(settings) == ["none", "feature", "swap", "task"]
-    none = settings["none"]["families"]["sentiment"]
-    assert none["accuracy"]["delta"] == 0 and none["accuracy"]["runs"] == 2
-    # the same init serves none/feature/swap; the task setting trained its own, with its time
-    assert settings["feature"]["init"] == settings["none"]["init"] and settings["none"]["init"]["seconds"] is not None
-    assert settings["task"]["init"]["init"] != settings["none"]["init"]["init"]
-    assert settings["task"]["init"]["episodes_config"] == {"task_interpolation": 0.5}
-    runs = {k: v["tasks"][sc.name]["runs"] for k, v in settings.items()}
-    assert [r["seed"] for r in runs["swap"]] == [0, 1]
-    assert all(r["support_examples"] == 4 for r in runs["none"]) and all(r["support_examples"] == 8 for r in runs["swap"])
-    for k in settings:
-        for r in runs[k]:
-            assert 0 <= r["accuracy"] <= 1 and r["seconds"] > 0
-    diff = [a["accuracy"] - b["accuracy"] for a, b in zip(runs["feature"], runs["none"])]
-    assert settings["feature"]["families"]["sentiment"]["accuracy"]["delta"] == pytest.approx(sum(diff) / 2)
-    saved = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert saved["baseline"] == "none"
-    md = (tmp_path / "out" / "report.md").read_text()
-    assert "| feature |" in md and "meta-train s" in md
+
+def _rows(tag: str) -> dict:
+    def rows(texts, label, sl):
+        return [{"review": f"{tag} {t} {i}", "label": label} for i, t in enumerate(texts[sl])]
+
+    return {"train": rows(POSITIVE * 2, "positive", slice(0, 6)) + rows(NEGATIVE * 2, "negative", slice(0, 6)),
+            "test": rows(POSITIVE * 3, "positive", slice(8, 11)) + rows(NEGATIVE * 3, "negative", slice(8, 11))}
+
+
+def test_bench_suite_ablation_rows_per_family(tmp_path):
+    root = tmp_path / "cards"
+    for name, fam in (("s/a", "sentiment"), ("s/b", "sentiment"), ("s/c", "sentiment"), ("f/d", "fraud"), ("f/e", "fraud")):
+        write_scenario(root / name.replace("/", "_"), _rows(name), name=f"abl/{name}", family=fam)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_META)
+    out = tmp_path / "out"
+    rc = main(["bench", "suite", "--cards", str(root), "--backbone", "tiny-bert", "--shots", "2", "--seeds", "0", "1",
+               "--curve-steps", "none", "--meta-config", str(cfg), "--out", str(out), "--no-progress",
+               "--targets", "abl/s/c,abl/f/e", "--train", "abl/s/a,abl/s/b,abl/f/d", "--methods", "frozen-lr",
+               "--augment", "none,feature,swap,task", "--augment-set", "calibrate_samples=8", "--augment-set", "copies=1"])
+    assert rc == 0
+    r = json.loads((out / "report.json").read_text())
+    assert list(r["methods"]) == ["meta", "frozen-lr", "meta+feature", "meta+swap", "meta+task"]
+    assert r["augment"]["settings"] == {"none": "meta", "feature": "meta+feature", "swap": "meta+swap", "task": "meta+task"}
+    assert r["methods"]["meta+feature"]["adapt"]["augment"] == ["calibrate"]
+    # the task row trained its own init (MLTI episodes), timed beside the meta init
+    mt = r["meta_training"]
+    assert mt["meta"]["seconds"] > 0 and mt["meta+task"]["seconds"] > 0 and mt["meta+task"]["init"] != mt["meta"]["init"]
+    for row in ("meta+feature", "meta+swap", "meta+task"):
+        for task in r["targets"]:
+            assert [x["seed"] for x in r["methods"][row]["tasks"][task]["runs"]] == [0, 1]
+    # paired differences are those of the runs, per family and over all
+    p = r["augment"]["paired"]["meta+feature"]
+    assert set(p) == {"sentiment", "fraud", "all"}
+    diffs = [a["accuracy"] - b["accuracy"] for t in r["targets"]
+             for a, b in zip(r["methods"]["meta+feature"]["tasks"][t]["runs"], r["methods"]["meta"]["tasks"][t]["runs"])]
+    assert p["all"]["accuracy"]["delta"] == pytest.approx(np.mean(diffs)) and p["all"]["accuracy"]["runs"] == 4
+    md = (out / "report.md").read_text()
+    assert "## Augmentation ablation" in md and "### family fraud" in md and "| feature |" in md
+
+
+def test_bad_augment_setting_is_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["bench", "synthetic", "--augment", "none,calibrat", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "did you mean 'calibrate'" in err
+    assert not out.exists()

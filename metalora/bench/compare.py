@@ -17,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -112,6 +113,8 @@ class BenchOptions:
     library: str | None = None  # select / compose: the adapter library folder (built there when empty, reused after)
     library_shots: int = 32  # select / compose: examples per class each library adapter was adapted on
     selector_candidates: int | None = 10  # select: adapters per training scenario the learned selector adapts (+ inits)
+    augment: tuple = ()  # metalora.augment.ablation.Setting rows beside `meta` (bench --augment)
+    augment_overrides: tuple[str, ...] = ()  # AugmentConfig fields for those rows (bench --augment-set)
     extra: dict = field(default_factory=dict)  # copied into the report (data_dir, ...)
 
 
@@ -264,6 +267,15 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
     methods = parse_methods(opts.methods)
     check_sampling(opts.support_sampling, opts.borderline_fraction)
     notes: list[str] = []
+    # the augmentation ablation: each --augment setting is a row `meta+<setting>` beside `meta`
+    augmented = {st.row: st for st in opts.augment if st.row != "meta"}
+    if opts.augment:
+        from metalora.config import AugmentConfig
+
+        aug_base = load_config(AugmentConfig, None, list(opts.augment_overrides))
+        if "meta" not in methods:
+            methods.insert(0, "meta")
+        methods += list(augmented)
     if "setfit" in methods and not setfit_available():
         methods.remove("setfit")
         notes.append("setfit skipped: the `setfit` package is not installed (pip install setfit)")
@@ -306,6 +318,10 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
             notes.append("meta: no --meta-init or --meta-config; meta-trained with MetaTrainConfig defaults")
     if needs["multitask"]:
         configs["multitask"] = _train_config(opts, training, "multitask", out / "multitask-train")
+    for row, st in augmented.items():
+        if st.task:  # a task augmentation meta-trains its own init: the meta config plus that augmentation
+            cfg = _train_config(opts, training, None, out / f"{row.replace('+', '_')}-train")
+            configs[row] = replace(cfg, episodes=replace(cfg.episodes, **dict(st.task)))
     dropped = overlap_with_training(targets, _training_data(configs, given, training, notes), opts.max_overlap)
     for name, texts in dropped.items():
         notes.append(f"{name}: {len(texts)} test text(s) also occur in the training data and are not scored "
@@ -348,7 +364,7 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
     del trainers
 
     inits = {}
-    for name in ("meta", "multitask"):
+    for name in ("meta", "multitask", *(r for r, st in augmented.items() if st.task)):
         if name in methods:
             model, init = load_init(init_dirs[name])
             if name in given and opts.backbone and model.backbone.config.name != opts.backbone:
@@ -384,12 +400,22 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
             setups[m] = (ref, None, None)
         elif m in LIBRARY_METHODS:
             setups[m] = (None, None, None)
+        elif m in augmented:
+            model, init = inits[m] if augmented[m].task else inits["meta"]
+            cfg = meta_adapt_config(base, init, opts.steps)
+            setups[m] = (model, init, replace(cfg, augment=replace(aug_base, methods=augmented[m].support)))
     library = None
     if any(m in LIBRARY_METHODS for m in methods):  # built (or reused) before any target is touched
         from metalora.library.bench import prepare
 
         meta_cfg = setups["meta"][2] if "meta" in setups else None
         library = prepare(training, opts, init_dirs.get("meta"), meta_cfg, plain, notes)
+    text_augs: dict = {}
+    if augmented:
+        from metalora.augment.text import TextAugmenter
+
+        for m, st in augmented.items():  # built once, outside the timed part (the neighbour table: ~1 s)
+            text_augs[m] = TextAugmenter(setups[m][2].augment, setups[m][0].backbone) if st.text else None
     setfit_dir = tempfile.TemporaryDirectory(prefix="metalora-bench-setfit-") if "setfit" in methods else None
     setfit = SetFitRunner(ref.backbone.config, Path(setfit_dir.name), opts.setfit) if setfit_dir else None
 
@@ -397,7 +423,9 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
         """Same result for every seed once the support is fixed: nothing random is left to vary."""
         if m == "frozen-lr":
             return True
-        if m not in ("meta", "multitask"):
+        if m in augmented and augmented[m].support:
+            return False  # the augmentation draws with each seed
+        if m not in ("meta", "multitask", *augmented):
             return False
         cfg = setups[m][2]
         return cfg.head_init == "prototype" and (cfg.steps == 0 or cfg.batch_size >= n_support)
@@ -452,12 +480,20 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
                     start = init if init is not None else Init(lora=seeded_default_lora(model, seed))
                     curve = opts.curve_steps if m in CURVE_METHODS else ()
                     feats = None
-                    if m in LORA_METHODS and cfg.steps == 0 and not curve:
-                        if m not in test_feats:
-                            test_feats[m] = lora_features(model, start.lora, test_enc[key])
-                        feats = test_feats[m]
-                    res = run_lora(model, start, replace(cfg, seed=seed), sup_enc[key], sup_y, t.num_labels, test_enc[key],
+                    if (m in LORA_METHODS or m in augmented) and cfg.steps == 0 and not curve:
+                        fkey = id(init) if init is not None else m  # rows adapting one init share its test features
+                        if fkey not in test_feats:
+                            test_feats[fkey] = lora_features(model, start.lora, test_enc[key])
+                        feats = test_feats[fkey]
+                    enc, enc_y, extra_s = sup_enc[key], sup_y, 0.0
+                    if text_augs.get(m):  # the augmented support texts, timed with the adaptation
+                        t0 = time.perf_counter()
+                        texts, enc_y = text_augs[m](list(sup["text"]), sup_y, seed)
+                        enc = model.encode(texts)
+                        extra_s = time.perf_counter() - t0
+                    res = run_lora(model, start, replace(cfg, seed=seed), enc, enc_y, t.num_labels, test_enc[key],
                                    test_y, curve, where=f"{t.name} seed {seed} ({m})", test_features=feats)
+                    res.seconds += extra_s
                 runs[m][t.name].append({"seed": seed, **res.row()})
                 if res.curve:
                     curves[m].append(res.curve)
@@ -494,13 +530,21 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
     }
     if opts.support_sampling == "borderline":
         report["borderline_fraction"] = opts.borderline_fraction
+    if opts.augment:
+        from metalora.augment.ablation import paired
+
+        report["augment"] = {"settings": {st.name: st.row for st in opts.augment}, "baseline": "meta",
+                             "overrides": list(opts.augment_overrides),
+                             "rows": {r: {"support": list(st.support), "episodes": dict(st.task)} for r, st in augmented.items()},
+                             "paired": paired(runs, list(augmented), families)}
     for m in methods:
         tasks = {name: task_entry(rs, majority[name]) for name, rs in runs[m].items()}
         _, _, cfg = setups[m]
         fams = family_summaries(tasks, families)
         report["methods"][m] = {
             "adapt": ({"optimizer": cfg.optimizer, "steps": cfg.steps, "lr": cfg.lr, "head_lr": cfg.head_lr,
-                       "batch_size": cfg.batch_size} if cfg else
+                       "batch_size": cfg.batch_size, **({"augment": list(cfg.augment.methods)} if cfg.augment.methods else {})}
+                      if cfg else
                       library.describe(m) if m in LIBRARY_METHODS else
                       opts.setfit.describe(ref.backbone.config.max_length) if m == "setfit" else
                       {"classifier": "sklearn LogisticRegression", "features": "frozen backbone"}),

@@ -38,11 +38,11 @@ def _add_comparison_flags(p: argparse.ArgumentParser, default_methods: str) -> N
     p.add_argument("--library-shots", type=int, default=32, help="select / compose: examples per class each library adapter is adapted on (default 32).")
     p.add_argument("--selector-candidates", type=int, default=10, help="select: adapters per training scenario the learned selector adapts to learn from, besides the inits (default 10).")
     p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
-    p.add_argument("--augment", help="Run the augmentation ablation instead of the method comparison: comma-separated settings, each "
-                   "none, a support augmentation (support, feature, dropout, swap, neighbours, paraphrase, calibrate, mixup), a "
-                   "task augmentation of meta-training (task = MLTI interpolation, task-merge, task-vary) or several joined with +; "
-                   "all on the same support sets and seeds, the first setting is the baseline of the paired differences. "
-                   "--methods is ignored; the meta init is --meta-init, else trained with --meta-config.")
+    p.add_argument("--augment", help="Augmentation ablation: comma-separated settings, each none, a support augmentation (support, "
+                   "feature, dropout, swap, neighbours, paraphrase, calibrate, mixup), a task augmentation of meta-training (task = "
+                   "MLTI interpolation, task-merge, task-vary) or several joined with +. Each becomes a row meta+SETTING beside meta "
+                   "(added to --methods if missing) on the same support sets and seeds, with its paired difference to meta; a task "
+                   "setting meta-trains its own init with --meta-config plus that augmentation.")
     p.add_argument("--augment-set", dest="augment_overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="Override an AugmentConfig field for the ablation, e.g. --augment-set calibrate_samples=50 (repeatable).")
 
@@ -94,6 +94,7 @@ def register(sub) -> None:
 def _options(args, benchmark: str):
     from pathlib import Path
 
+    from metalora.augment.ablation import parse_settings
     from metalora.bench.compare import BenchOptions, parse_curve_steps
     from metalora.bench.methods import parse_methods
     from metalora.bench.setfit_runner import SetFitSettings
@@ -106,31 +107,15 @@ def _options(args, benchmark: str):
         setfit=SetFitSettings(num_iterations=args.setfit_iterations, num_epochs=args.setfit_epochs),
         support_sampling=args.support_sampling, borderline_fraction=args.borderline_fraction, max_overlap=args.max_overlap,
         library=args.library, library_shots=args.library_shots, selector_candidates=args.selector_candidates,
+        augment=tuple(parse_settings(args.augment)) if args.augment else (), augment_overrides=tuple(args.augment_overrides),
     )
-
-
-def _ablation(args):
-    """(options, runner) of `--augment`, or None without it."""
-    if not getattr(args, "augment", None):
-        return None
-    from pathlib import Path
-
-    from metalora.augment.ablation import AblationOptions, parse_settings, run_ablation
-
-    opts = AblationOptions(settings=parse_settings(args.augment), out=Path(args.out), shots=args.shots, seeds=tuple(args.seeds),
-                           steps=args.steps, meta_init=args.meta_init, meta_config=args.meta_config,
-                           meta_overrides=tuple(args.overrides), augment_overrides=tuple(args.augment_overrides),
-                           progress=not args.no_progress, backbone=args.backbone)
-    return opts, run_ablation
 
 
 def run_arsc(args: argparse.Namespace) -> int:
     from metalora.bench.arsc import run_arsc as run
 
-    ablation = _ablation(args)
-    opts, runner = ablation if ablation else (_options(args, "arsc"), None)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    run(args.data_dir, targets, args.train_domains, args.support_split, opts, runner)
+    run(args.data_dir, targets, args.train_domains, args.support_split, _options(args, "arsc"))
     return 0
 
 
@@ -145,13 +130,6 @@ def run_suite(args: argparse.Namespace) -> int:
 def run_synthetic(args: argparse.Namespace) -> int:
     from metalora.bench.suite import run_synthetic as run
 
-    ablation = _ablation(args)
-    if ablation:
-        from metalora.bench.arsc import synthetic_targets, synthetic_training
-
-        opts, runner = ablation
-        runner(synthetic_targets(), synthetic_training(), opts)
-        return 0
     run(_options(args, "synthetic"))
     return 0
 
