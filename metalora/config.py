@@ -370,7 +370,7 @@ class EpisodeConfig:
     )
     merge_scenarios: float = _help(
         "Probability that a training episode merges the label sets of two scenarios of different groups (ARSC domain, "
-        "else scenario) into one task with the classes of both.",
+        "else scenario) into one task with the classes (and the query sets) of both.",
         default=0.0,
     )
 
@@ -437,8 +437,10 @@ class MetaTrainConfig:
     output_dir: str = _help("Where checkpoints, logs and the meta-init (output_dir/meta-init) go.", default="runs/meta")
     feature_stats: int = _help(
         "Training examples per (scenario, class) whose features, under the finished init, give the class statistics "
-        "saved with the meta-init for `adapt`'s calibrate augmentation (metalora/augment/calibration.py). 0: none.",
-        default=100,
+        "saved with the meta-init for `adapt`'s calibrate augmentation (metalora/augment/calibration.py), e.g. 100. "
+        "0: none (a pass over every training class costs minutes on a large suite; `bench --augment` computes them "
+        "when a calibrate row needs them, `python -m metalora.augment.calibration INIT` adds them later).",
+        default=0,
     )
 
     def __post_init__(self) -> None:

@@ -25,7 +25,6 @@ episodes: {k_shot: 2, query_size: 4}
 eval_every: 0
 checkpoint_every: 0
 log_with: none
-feature_stats: 6
 """
 
 
@@ -87,6 +86,8 @@ def test_bench_suite_ablation_rows_per_family(tmp_path):
     diffs = [a["accuracy"] - b["accuracy"] for t in r["targets"]
              for a, b in zip(r["methods"]["meta+feature"]["tasks"][t]["runs"], r["methods"]["meta"]["tasks"][t]["runs"])]
     assert p["all"]["accuracy"]["delta"] == pytest.approx(np.mean(diffs)) and p["all"]["accuracy"]["runs"] == 4
+    # the trained meta init stores no statistics (feature_stats: 0): the bench computed them for the calibrate row
+    assert r["augment"]["feature_stats_seconds"].keys() == {"meta"}
     md = (out / "report.md").read_text()
     assert "## Augmentation ablation" in md and "### family fraud" in md and "| feature |" in md
 

@@ -199,6 +199,29 @@ def calibrate(stats: FeatureStats, features: Tensor, labels: Tensor, num_labels:
     return torch.cat(out), torch.cat(out_y)
 
 
+def suite_stats(model, init, cards_dir=None, per_class: int = 100, seed: int = 0) -> FeatureStats:
+    """Statistics of the training suite an init recorded (metalora.json meta.suite), under its LoRA weights,
+    resolved in `cards_dir` and else in the default cards; for an init that does not store them."""
+    from metalora.meta.episodes import select_scenarios
+
+    rec = (init.meta or {}).get("meta") or {}
+    suite = rec.get("suite")
+    if not suite:
+        raise ConfigError("augment calibrate: the init stores no feature statistics and names no training suite "
+                          "(metalora.json meta.suite) to compute them from")
+    split = ((rec.get("config") or {}).get("episodes") or {}).get("split", "train")
+    for where in dict.fromkeys([cards_dir, None]):
+        try:
+            scenarios = select_scenarios(suite, where="the init's training suite (meta.suite)", cards_dir=where)
+            break
+        except (ConfigError, DataError):
+            scenarios = None
+    if scenarios is None:
+        raise ConfigError("augment calibrate: the init's training suite is not among the known scenario cards; compute its "
+                          "statistics with `python -m metalora.augment.calibration INIT --scenarios ...`")
+    return compute_feature_stats(model, init.lora, scenarios, split, per_class, seed)
+
+
 def stats_for_init(folder: str | Path, scenarios: Sequence | None = None, split: str = "train", per_class: int = 100,
                    seed: int = 0, model=None) -> Path:
     """Compute and store the statistics of a meta-init folder's training scenarios (its metalora.json suite

@@ -384,6 +384,19 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
     supports = _supports(targets, opts, ref)
     fixed = {t.name: t.is_fixed(opts.shots) for t in targets}
 
+    stats_seconds = {}
+    for row, st in augmented.items():  # a calibrate row needs its init's training-class statistics
+        model, init = inits[row] if st.task else inits["meta"]
+        if "calibrate" in st.support and init.feature_stats is None:
+            from metalora.augment.calibration import suite_stats
+
+            t0 = time.perf_counter()
+            init.feature_stats = suite_stats(model, init, training.cards_dir)
+            stats_seconds[row if st.task else "meta"] = time.perf_counter() - t0
+    if stats_seconds:
+        notes.append("feature statistics for calibrate computed here (100 training examples per class, under each init's "
+                     "weights; not written to the init): " + ", ".join(f"{k} {v:.0f}s" for k, v in stats_seconds.items()))
+
     base = AdaptConfig(backbone=ref.backbone.config)
     plain = replace(base, **{k: v for k, v in (("steps", opts.steps), ("lr", opts.lr)) if v is not None})
     setups: dict[str, tuple] = {}  # method -> (model, init, AdaptConfig)
@@ -536,7 +549,7 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
         report["augment"] = {"settings": {st.name: st.row for st in opts.augment}, "baseline": "meta",
                              "overrides": list(opts.augment_overrides),
                              "rows": {r: {"support": list(st.support), "episodes": dict(st.task)} for r, st in augmented.items()},
-                             "paired": paired(runs, list(augmented), families)}
+                             "paired": paired(runs, list(augmented), families), "feature_stats_seconds": stats_seconds}
     for m in methods:
         tasks = {name: task_entry(rs, majority[name]) for name, rs in runs[m].items()}
         _, _, cfg = setups[m]

@@ -195,7 +195,10 @@ class EpisodeSampler:
         n = a.num_labels + b.num_labels
         perm = torch.as_tensor(rng.permutation(n) if self.cfg.label_permutation else np.arange(n))
         pad = self.cache.model.backbone.tokenizer.pad_token_id or 0
-        relabel = lambda ya, yb: perm[torch.cat([ya, yb + a.num_labels])]  # noqa: E731
+
+        def relabel(ya: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            return perm[torch.cat([ya, yb + a.num_labels])]
+
         classes = [a.classes[i] if i < a.num_labels else b.classes[i - a.num_labels] for i in torch.argsort(perm).tolist()]
         return Episode(f"{a.scenario}+{b.scenario}", tasks.concat_encoded(a.support, b.support, pad),
                        relabel(a.support_labels, b.support_labels), tasks.concat_encoded(a.query, b.query, pad),
