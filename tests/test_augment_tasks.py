@@ -140,11 +140,13 @@ def test_seeds_reproduce_interpolated_episodes(model):
         assert torch.equal(ea.query_labels, eb.query_labels)
 
 
-def test_interpolation_refused_for_a_backbone_without_prefix_cache(tiny_backbone):
-    gpt = LoraClassifier(tiny_backbone("tiny-gpt2", max_length=32), LoraSettings(r=4))
+def test_interpolation_refused_for_a_backbone_without_prefix_cache(tiny_backbone, monkeypatch):
+    """Which architectures have a prefix cache changes (model.cacheable); the refusal follows it."""
+    model = LoraClassifier(tiny_backbone("tiny-gpt2", max_length=32), LoraSettings(r=4))
+    monkeypatch.setattr(LoraClassifier, "cacheable", property(lambda self: False))
     with pytest.raises(ConfigError, match="task_interpolation.*does not cache"):
-        sampler(gpt, task_interpolation=0.5)
-    sampler(gpt, augment=False, task_interpolation=0.5)  # validation episodes never interpolate
+        sampler(model, task_interpolation=0.5)
+    sampler(model, augment=False, task_interpolation=0.5)  # validation episodes never interpolate
 
 
 @pytest.mark.parametrize("field,value,match", [
