@@ -98,3 +98,22 @@ def test_bad_augment_setting_is_refused_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "did you mean 'calibrate'" in err
     assert not out.exists()
+
+
+def test_bench_arsc_task_row_trains_even_with_a_given_meta_init(tmp_path):
+    """A task setting always meta-trains its own init, so the ARSC preset must prepare its training cards."""
+    from test_bench import TINY_META as ARSC_META, make_arsc
+
+    data = make_arsc(tmp_path / "arsc")
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(ARSC_META.replace("head_prior: true", "adapt_steps: 0").replace("eval_every: 1", "eval_every: 0")
+                   .replace('val_scenarios: ["arsc/cc.*", "arsc/tgt.*"]', "val_scenarios: []"))
+    common = ["bench", "arsc", "--data-dir", str(data), "--targets", "tgt.t4", "--train-domains", "aa,bb", "--shots", "2",
+              "--seeds", "0", "1", "--backbone", "tiny-bert", "--meta-config", str(cfg), "--curve-steps", "none", "--no-progress"]
+    assert main([*common, "--methods", "meta", "--out", str(tmp_path / "first")]) == 0
+    init = tmp_path / "first" / "meta-train" / "meta-init"
+    assert main([*common, "--methods", "frozen-lr", "--meta-init", str(init), "--augment", "none,task-merge",
+                 "--out", str(tmp_path / "second")]) == 0
+    r = json.loads((tmp_path / "second" / "report.json").read_text())
+    assert r["meta_training"]["meta"]["given"] and r["meta_training"]["meta+task-merge"]["seconds"] > 0
+    assert r["augment"]["rows"]["meta+task-merge"]["episodes"] == {"merge_scenarios": 0.3}

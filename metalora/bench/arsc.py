@@ -144,7 +144,7 @@ def run_arsc(data_dir: str | Path, targets: Sequence[str], train_domains: str | 
     data_dir = Path(data_dir)
     parse_methods(opts.methods)
     tasks = arsc_targets(data_dir, targets, support_split)
-    needs_training = ("meta" in opts.methods and not opts.meta_init) or ("multitask" in opts.methods and not opts.multitask_init)
+    needs_training = opts.needs_training
     with tempfile.TemporaryDirectory(prefix="metalora-bench-cards-") as tmp:
         train_cfg = load_config(MetaTrainConfig, opts.meta_config, list(opts.meta_overrides))
         episodes, val_split = train_cfg.episodes, train_cfg.val_split

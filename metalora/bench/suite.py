@@ -129,7 +129,7 @@ def run_suite(targets: Sequence[str], opts: BenchOptions, *, train: Sequence[str
               cards: Sequence[str | Path] = (), support_split: str = "train") -> dict:
     sources = card_sources(cards)
     tasks = suite_targets(targets, support_split, sources)
-    needs_training = ("meta" in opts.methods and not opts.meta_init) or ("multitask" in opts.methods and not opts.multitask_init)
+    needs_training = opts.needs_training
     training = (suite_training(train, val, opts, tasks, sources) if needs_training or train or val
                 else Training((), cards_dir=tuple(sources), describe={"domains": None, "scenarios": []}))
     opts.benchmark = "suite"

@@ -99,8 +99,11 @@ def _options(args, benchmark: str):
     from metalora.bench.methods import parse_methods
     from metalora.bench.setfit_runner import SetFitSettings
 
+    methods = parse_methods(args.methods)
+    if args.augment and "meta" not in methods:
+        methods.insert(0, "meta")  # the ablation's baseline row; the presets must know it needs a meta init
     return BenchOptions(
-        methods=parse_methods(args.methods), out=Path(args.out), shots=args.shots, seeds=tuple(args.seeds),
+        methods=methods, out=Path(args.out), shots=args.shots, seeds=tuple(args.seeds),
         backbone=args.backbone, steps=args.steps, lr=args.lr, curve_steps=parse_curve_steps(args.curve_steps),
         meta_init=args.meta_init, meta_config=args.meta_config, meta_overrides=tuple(args.overrides),
         multitask_init=args.multitask_init, benchmark=benchmark, progress=not args.no_progress,
