@@ -115,13 +115,13 @@ class BenchOptions:
     selector_candidates: int | None = 10  # select: adapters per training scenario the learned selector adapts (+ inits)
     augment: tuple = ()  # metalora.augment.ablation.Setting rows beside `meta` (bench --augment)
     augment_overrides: tuple[str, ...] = ()  # AugmentConfig fields for those rows (bench --augment-set)
+    extra: dict = field(default_factory=dict)  # copied into the report (data_dir, ...)
 
     @property
     def needs_training(self) -> bool:
         """Whether the run trains an init: meta / multitask without a given one, or a task-augmentation row."""
         return (("meta" in self.methods and not self.meta_init) or ("multitask" in self.methods and not self.multitask_init)
                 or any(st.task for st in self.augment))
-    extra: dict = field(default_factory=dict)  # copied into the report (data_dir, ...)
 
 
 def parse_curve_steps(spec: str | None) -> tuple[int, ...]:
