@@ -84,11 +84,11 @@ class LoraSettings:
     alpha: int = _help("LoRA alpha (the update is scaled by alpha / r).", default=16)
     dropout: float = _help("Dropout on the LoRA input; keep 0 for meta-learning so inner loops are deterministic.", default=0.0)
     target_modules: tuple[str, ...] | None = _help(
-        "Module names that get LoRA; empty means the architecture's default (query/value for BERT, q_proj/v_proj for Llama, c_attn for GPT-2).",
+        "Module names that get LoRA; empty means the architecture's default (query/value for BERT, q/v for MPNet, q_proj/v_proj for Llama, c_attn for GPT-2).",
         default=None,
     )
     top_layers: int | None = _help(
-        "Put LoRA on the top N transformer layers only. The frozen layers below are then computed once per example and cached, which makes training several times faster. Empty means all layers.",
+        "Put LoRA on the top N transformer layers only. The frozen layers below are then computed once per example and cached (BERT, MPNet, Llama, GPT-2: metalora/prefix_cache.py), which makes training several times faster. Empty means all layers.",
         default=None,
     )
 
