@@ -37,9 +37,7 @@ def _call(fn, **kwargs):
     """Call a transformers helper with the keyword arguments its signature has (names moved between
     versions: `cache` / `past_key_values`, `inputs_embeds` / `input_embeds`)."""
     params = inspect.signature(fn).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return fn(**kwargs)
-    return fn(**{k: v for k, v in kwargs.items() if k in params})
+    return fn(**{k: v for k, v in kwargs.items() if k in params and params[k].kind is not params[k].VAR_KEYWORD})
 
 
 def _state(out) -> Tensor:
