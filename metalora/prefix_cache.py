@@ -18,8 +18,8 @@ Supported architectures (`STACKS`), and what each forward hands its layers:
 Padding is on the right (as everywhere in metalora): a real token's state never depends on the
 padding after it, so a batch cut to its own longest example (`Encoded.select`) gives the same states.
 
-Any other architecture, or LoRA on a module outside the layer stack (e.g. the embeddings), falls back
-to no cache: `plan` returns cut None, `encode` keeps no hidden states and every step runs the whole
+Any other architecture, LoRA on a module outside the layer stack (e.g. the embeddings), or LoRA on
+the first layer (nothing but an embedding lookup below it) falls back to no cache: `plan` returns cut None, `encode` keeps no hidden states and every step runs the whole
 peft model. `why_not` says why, for logs and errors.
 """
 from __future__ import annotations
@@ -166,11 +166,14 @@ def plan(model_type: str, lora_names: Sequence[str], layers_path: str | None) ->
         if m is None:
             return Plan(None, None, f"LoRA on {name.split('.lora_')[0]!r}, outside the layer stack: no prefix cache")
         indices.append(int(m.group(1)))
-    return Plan(stack, min(indices) if indices else 0)
+    if not indices or min(indices) == 0:
+        # only the embedding lookup lies below: caching its output would save nothing and hold [N, T, H] per text
+        return Plan(None, None, "LoRA on the first layer: nothing below it worth caching")
+    return Plan(stack, min(indices))
 
 
 def prefix(stack: Stack, base: nn.Module, ids: Tensor, mask: Tensor, cut: int) -> Tensor:
-    """Hidden states entering layer `cut` (the embeddings' output when cut is 0)."""
+    """Hidden states entering layer `cut`."""
     h = stack.embed(base, ids)
     layers = stack.layers(base)[:cut]
     if len(layers):

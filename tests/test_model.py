@@ -118,7 +118,7 @@ def test_decoder_features_are_last_token_of_a_peft_forward(tiny_backbone, seed, 
     model = LoraClassifier(tiny_backbone(name), LoraSettings(r=4))
     params = _perturb_b(model)
     enc = model.encode(TEXTS)
-    assert enc.hidden is not None and model.cut == 0  # LoRA on every layer: only the embeddings are cached
+    assert enc.hidden is None  # LoRA on every layer: nothing below to cache (top_layers: see test_prefix_cache)
     feats = model.features(params, enc)
     model.load_lora(params)
     with torch.no_grad():

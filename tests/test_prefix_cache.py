@@ -140,10 +140,12 @@ def test_lora_outside_the_stack_falls_back_and_stays_exact(tiny_backbone, seed):
 
 
 @pytest.mark.parametrize("name", ARCHS)
-def test_all_layers_lora_caches_only_the_embeddings(tiny_backbone, seed, name):
+def test_all_layers_lora_runs_the_whole_model(tiny_backbone, seed, name):
+    """Nothing but an embedding lookup below layer 0: no cache (no [N, T, H] kept per text), still exact."""
     model = _model(tiny_backbone, name, top_layers=None)
-    assert model.cacheable and model.cut == 0
+    assert not model.cacheable and model.cut == 0 and "first layer" in model.cache_plan.why_not
     params = _perturbed(model)
     enc = model.encode(TEXTS)
+    assert enc.hidden is None
     expected = _reference(tiny_backbone, name, params, enc, layers=(0, 1, 2))
     assert_close(model.features(params, enc), F.normalize(pool(expected, enc.mask, model.backbone.pooling), dim=-1))
