@@ -186,7 +186,7 @@ class LoraClassifier(nn.Module):
     def forward(self, ids: Tensor, mask: Tensor, hidden: Tensor | None = None, tokens: bool = False) -> Tensor:
         """Pooled, normalised features [N, H] from token ids (or the cached prefix states); with
         `tokens=True` the last layer's token states [N, T, H] (final norm included) instead."""
-        if hidden is not None:
+        if hidden is not None and self.cacheable:
             h = prefix_cache.suffix(self.cache_plan.stack, self.base, hidden, mask, self.cut)
         else:
             h = self.peft(input_ids=ids, attention_mask=mask).last_hidden_state
