@@ -17,7 +17,8 @@ from torch import Tensor
 
 from metalora.augment.support import FeatureAugmenter
 from metalora.config import AdaptConfig
-from metalora.errors import DataError, TrainingError
+from metalora.errors import ConfigError, DataError, TrainingError
+from metalora.label_words import BIAS_KEY, start_params as label_word_head
 from metalora.model import HEAD_KEYS, SCALE_KEY, DEFAULT_LOGIT_SCALE, Encoded, LoraClassifier, Params, prototype_head, random_head
 
 
@@ -57,26 +58,41 @@ def adapt(
     cfg: AdaptConfig,
     on_step: Callable[[int, Params], None] | None = None,
     where: str = "support set",
+    label_words: Tensor | None = None,
 ) -> Params:
     """Fine-tune LoRA + head on the support set for `cfg.steps` steps; returns detached params.
+
+    With `label_words` (a label-word backbone: `metalora.label_words.scenario_words`) the head is the
+    scenario's words and a calibration bias instead of prototypes; 0 steps is then the zero-shot model.
 
     `on_step(step, params)` is called after step 0 (before any update) and after every step, which
     is how the bench records accuracy as a function of adaptation steps.
     """
     if len(support) == 0:
         raise DataError(f"{where}: the support set is empty")
+    if (label_words is not None) != (model.backbone.config.scoring == "label_words"):
+        raise ConfigError(f"{where}: backbone.scoring is {model.backbone.config.scoring!r} but the scenario's label words were "
+                          f"{'given' if label_words is not None else 'not given'}; pass label_words=scenario_words(model, scenario)")
     device = model.device
     labels = labels.to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
     aug = FeatureAugmenter.build(cfg, init, model, where)  # None unless cfg.augment has calibrate or mixup
-    extra = aug.head_extra(model, init.lora, support, labels, num_labels) if aug else None
-    weight, bias = build_head(model, init.lora, support, labels, num_labels, cfg.head_init, gen, init.head_prior, extra)
+    if aug is not None and label_words is not None:
+        raise ConfigError(f"{where}: adapt.augment (calibrate, mixup) mixes pooled features under the prototype head; "
+                          "backbone.scoring=label_words has neither: drop adapt.augment or use scoring: pooled")
     params: Params = {k: v.detach().clone().to(device).requires_grad_(True) for k, v in init.lora.items()}
-    params["head.weight"] = weight.detach().clone().to(device).requires_grad_(True)
-    params["head.bias"] = bias.detach().clone().to(device).requires_grad_(True)
-    params[SCALE_KEY] = init.logit_scale.detach().clone().to(device).requires_grad_(True)
+    if label_words is not None:
+        params.update(label_word_head(label_words, device))
+        params[BIAS_KEY].requires_grad_(True)
+        head_keys = [BIAS_KEY]
+    else:
+        extra = aug.head_extra(model, init.lora, support, labels, num_labels) if aug else None
+        weight, bias = build_head(model, init.lora, support, labels, num_labels, cfg.head_init, gen, init.head_prior, extra)
+        params["head.weight"] = weight.detach().clone().to(device).requires_grad_(True)
+        params["head.bias"] = bias.detach().clone().to(device).requires_grad_(True)
+        params[SCALE_KEY] = init.logit_scale.detach().clone().to(device).requires_grad_(True)
+        head_keys = [*HEAD_KEYS, SCALE_KEY]
     lora_keys = [k for k in params if k in init.lora]
-    head_keys = [*HEAD_KEYS, SCALE_KEY]
 
     if cfg.optimizer == "sgd":
         lrs = init.inner_lrs

@@ -25,6 +25,7 @@ from metalora.augment.calibration import load_feature_stats
 from metalora.backbones import load_backbone
 from metalora.config import AdaptConfig, BackboneConfig, LoraSettings
 from metalora.errors import DataError
+from metalora.label_words import scenario_words
 from metalora.model import HEAD_KEYS, PRIOR_KEY, SCALE_KEY, Encoded, LoraClassifier, Params
 from metalora.scenarios import Scenario, check_support, get_scenario, sample_support
 
@@ -119,7 +120,8 @@ def _backbone_for(meta: dict, backbone: BackboneConfig | str | None) -> Backbone
     if backbone is None:
         return BackboneConfig(name=saved.get("name") or saved.get("base_model"), revision=saved.get("revision"),
                               max_length=int(saved.get("max_length", 128)), pooling=saved.get("pooling", "auto"),
-                              truncation=saved.get("truncation", "head"), head_tokens=int(saved.get("head_tokens", 32)))
+                              truncation=saved.get("truncation", "head"), head_tokens=int(saved.get("head_tokens", 32)),
+                              scoring=saved.get("scoring", "pooled"), prompt=saved.get("prompt"))
     return BackboneConfig(name=backbone) if isinstance(backbone, str) else backbone
 
 
@@ -217,7 +219,8 @@ def adapt(
         bar = tqdm(total=cfg.steps, desc=f"adapt {sc.name}", leave=False)
     with Timer() as t:
         params = _adapt(model, enc, torch.tensor(labels), sc.num_labels, start, cfg, where=f"scenario {sc.name}",
-                        on_step=(lambda step, _p: bar.update(1 if step else 0)) if bar else None)
+                        on_step=(lambda step, _p: bar.update(1 if step else 0)) if bar else None,
+                        label_words=scenario_words(model, sc))
     if bar:
         bar.close()
     meta = {

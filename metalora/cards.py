@@ -87,6 +87,7 @@ class ScenarioCard:
     metrics: tuple[str, ...]
     source: SourceSpec
     heldout: bool = False
+    verbalizer: tuple[tuple[str, str], ...] | None = None  # label-word scoring: (label name, its word); others are their own word
     pretty_name: str = ""
     body: str = field(default="", repr=False)
     # table cards (metalora/tables.py): one table -> many scenarios
@@ -124,7 +125,8 @@ def _read_header(path: Path) -> tuple[dict, str]:
 
 
 _CARD_KEYS = {"name", "family", "task_type", "text_columns", "label_column", "label_names", "metrics", "source", "heldout",
-              "scenario_column", "filter", "label_rule", "min_per_class", "split"}
+              "scenario_column", "filter", "label_rule", "min_per_class", "split",
+              "verbalizer"}
 _SPLIT_KEYS = {"test", "seed", "test_max"}
 _SOURCE_KEYS = {
     "local": {"type", "format", "data_files", "extra_fields"},
@@ -218,12 +220,20 @@ def load_card(path: str | Path) -> ScenarioCard:
     source = _parse_source(path, meta.get("source"), bad)
     if table and source is not None and source.type not in ("local", "hub"):
         bad("source.type", f"scenario_column, filter, label_rule, min_per_class and split need a table: a local or hub source, not {source.type}")
+    verbalizer = meta.get("verbalizer")
+    if verbalizer is not None:
+        ok = isinstance(verbalizer, dict) and all(isinstance(v, str) and v.strip() for v in verbalizer.values())
+        unknown = sorted(set(map(str, verbalizer)) - set(label_names)) if ok and label_names else []
+        if not ok or unknown:
+            bad("verbalizer", (f"names no label: {', '.join(unknown)}; " if unknown else "")
+                + "must map label names to non-empty words, e.g. {negative: bad, positive: good} (a label left out is its own word)")
+        verbalizer = tuple((str(k), v) for k, v in verbalizer.items()) if ok and not unknown else None
     if problems:
         raise DataError(f"{path}: invalid scenario card:\n  " + "\n  ".join(problems))
     return ScenarioCard(
         path=path, name=name, family=family, task_type=task_type, text_columns=text_columns,
         label_column=label_column, label_names=label_names, metrics=tuple(metrics), source=source,
-        heldout=heldout, pretty_name=str(header.get("pretty_name", name)), body=body,
+        heldout=heldout, verbalizer=verbalizer, pretty_name=str(header.get("pretty_name", name)), body=body,
         scenario_columns=scenario_columns, filter=row_filter, label_rule=label_rule, min_per_class=min_per_class,
         split=split,
     )

@@ -63,8 +63,20 @@ class BackboneConfig:
     )
     head_tokens: int = _help("With truncation=head_tail: tokens kept from the start of a too-long text.", default=32)
     pooling: str = _help("How token states become one vector: `auto` (mean for encoders, last token for decoders), `mean`, `cls`, `last`.", default="auto")
+    scoring: str = _help(
+        "How a scenario is scored: `pooled` (pooled token states and a per-scenario head built from class prototypes) or "
+        "`label_words` (decoders: each label's verbalizer word scored by the language-model head after `prompt`; "
+        "works zero-shot, with no head).",
+        default="pooled",
+    )
+    prompt: str | None = _help(
+        "Template wrapped around every text, `{text}` marking where it goes; only the text is truncated. Empty: the "
+        "text as is (pooled) or `{text}\\nAnswer:` (label_words).",
+        default=None,
+    )
     dtype: str = _help("Weights dtype for the frozen backbone: `float32`, `bfloat16`, `float16`.", default="float32")
-    load_in_4bit: bool = _help("Quantise the frozen backbone to 4 bits with bitsandbytes (QLoRA); needs CUDA, falls back to float with a warning otherwise.", default=False)
+    load_in_4bit: bool = _help("Quantise the frozen backbone to 4 bits (NF4, bf16 compute) with bitsandbytes (QLoRA); needs CUDA, falls back to float with a one-line warning otherwise.", default=False)
+    load_in_8bit: bool = _help("Quantise the frozen backbone to 8 bits with bitsandbytes; needs CUDA, falls back to float with a one-line warning otherwise.", default=False)
 
     def __post_init__(self) -> None:
         c = _Checks("backbone")
@@ -74,7 +86,11 @@ class BackboneConfig:
         c.require(self.truncation != "head_tail" or 0 <= self.head_tokens < self.max_length, "head_tokens",
                   f"got {self.head_tokens!r}; must be >= 0 and below max_length ({self.max_length}) so the tail keeps some tokens")
         c.choice(self.pooling, "pooling", ("auto", "mean", "cls", "last"))
+        c.choice(self.scoring, "scoring", ("pooled", "label_words"))
+        c.require(self.prompt is None or self.prompt.count("{text}") == 1, "prompt",
+                  f"got {self.prompt!r}; must contain `{{text}}` exactly once (where the text goes)")
         c.choice(self.dtype, "dtype", ("float32", "bfloat16", "float16"))
+        c.require(not (self.load_in_4bit and self.load_in_8bit), "load_in_8bit", "choose load_in_4bit or load_in_8bit, not both")
         c.done()
 
 
@@ -453,6 +469,8 @@ class MetaTrainConfig:
         c.positive(self.inner_lr, "inner_lr")
         c.positive(self.outer_lr, "outer_lr")
         c.positive(self.logit_scale, "logit_scale")
+        c.require(not self.head_prior or self.backbone.scoring == "pooled", "head_prior",
+                  "shapes the prototype head; backbone.scoring=label_words has none")
         c.require(not self.head_prior or self.algorithm in ("fomaml", "maml", "metasgd"), "head_prior",
                   f"is learned through the head, which {self.algorithm} does not differentiate; use fomaml, maml or metasgd")
         c.positive(self.eval_every, "eval_every", allow_zero=True)

@@ -27,6 +27,7 @@ from metalora import prefix_cache
 from metalora.backbones import Backbone, default_target_modules
 from metalora.config import LoraSettings
 from metalora.errors import BackboneError
+from metalora.label_words import WORDS_KEY, label_word_logits, last_index, positions, prompt_tokenize, template
 
 Params = dict[str, Tensor]
 HEAD_KEYS = ("head.weight", "head.bias")
@@ -158,6 +159,10 @@ class LoraClassifier(nn.Module):
     # -- inputs ----------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         cfg, tok = self.backbone.config, self.backbone.tokenizer
+        prompt = template(cfg)
+        if prompt != "{text}":  # only the text is shortened, never the prompt's end
+            return prompt_tokenize(tok, texts, prompt, cfg.max_length, cfg.truncation, cfg.head_tokens,
+                                   trailing_specials=cfg.scoring != "label_words")
         if cfg.truncation == "head":
             out = tok(list(texts), padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt")
             return out["input_ids"], out["attention_mask"]
@@ -188,6 +193,8 @@ class LoraClassifier(nn.Module):
         `tokens=True` the last layer's token states [N, T, H] (final norm included) instead."""
         if hidden is not None and self.cacheable:
             h = prefix_cache.suffix(self.cache_plan.stack, self.base, hidden, mask, self.cut)
+        elif self.backbone.kind == "decoder":  # positions from the mask: left padding = right padding
+            h = self.peft(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).last_hidden_state
         else:
             h = self.peft(input_ids=ids, attention_mask=mask).last_hidden_state
         if tokens:
@@ -215,12 +222,15 @@ class LoraClassifier(nn.Module):
         return {k: v for k, v in params.items() if k in self.lora_set}
 
     def logits(self, params: Params, enc: Encoded) -> Tensor:
+        if WORDS_KEY in params:  # a label-word head: the LM head scores each class's word (metalora.label_words)
+            return label_word_logits(self, params, enc)
         return head_logits(params, self.features(params, enc))
 
     @torch.no_grad()
     def predict_proba(self, params: Params, enc: Encoded, batch_size: int = 64) -> Tensor:
         out = [torch.softmax(self.logits(params, b), dim=-1).cpu() for b in enc.batches(batch_size)]
-        return torch.cat(out) if out else torch.zeros(0, params["head.weight"].shape[0])
+        classes = params[WORDS_KEY if WORDS_KEY in params else "head.weight"].shape[0]
+        return torch.cat(out) if out else torch.zeros(0, classes)
 
 
 def pool(h: Tensor, mask: Tensor, how: str) -> Tensor:
@@ -229,9 +239,8 @@ def pool(h: Tensor, mask: Tensor, how: str) -> Tensor:
         return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
     if how == "cls":
         return h[:, 0]
-    # last non-padding token (right padding)
-    last = mask.long().sum(1).clamp_min(1) - 1
-    return h[torch.arange(h.shape[0], device=h.device), last]
+    # the last real token, wherever the padding is
+    return h[torch.arange(h.shape[0], device=h.device), last_index(mask)]
 
 
 # -- heads -----------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from metalora.errors import ConfigError, TrainingError
 from metalora.meta.algorithms import episode_gradient, inner_loop
 from metalora.meta.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from metalora.meta.episodes import Episode, EpisodeSampler, ExampleCache, select_scenarios
+from metalora.label_words import scenario_words, start_params as label_word_head
 from metalora.model import HEAD_KEYS, PRIOR_KEY, SCALE_KEY, LoraClassifier, Params, prototype_head
 
 
@@ -72,6 +73,9 @@ class MetaTrainer:
         self.model.to(self.acc.device)
         if cfg.algorithm == "maml" or (cfg.algorithm == "metasgd" and cfg.metasgd_second_order):
             self.model.enable_double_backward()
+        # label-word scoring: every scenario's words, tokenised (and checked) before any training
+        self.words = ({sc.name: scenario_words(self.model, sc) for sc in self.train_scenarios + self.val_scenarios}
+                      if self.model.backbone.config.scoring == "label_words" else None)
         self.cache = ExampleCache(self.model)
         self.sampler = EpisodeSampler(self.train_scenarios, cfg.episodes, self.cache, cfg.seed, where="scenarios")
         self.val_sampler = (EpisodeSampler(self.val_scenarios, cfg.episodes, self.cache, cfg.seed + 1_000_003,
@@ -90,7 +94,7 @@ class MetaTrainer:
                 self.lrs[k] = torch.tensor(cfg.inner_lr, device=dev, requires_grad=True)
         if cfg.head_prior:  # after the rates: u shapes the head once per episode, it has no inner-loop rate
             self.meta[PRIOR_KEY] = torch.zeros(self.model.backbone.hidden_size, device=dev, requires_grad=True)
-        if cfg.algorithm == "multitask":
+        if cfg.algorithm == "multitask" and self.words is None:  # (label words need no per-scenario heads)
             g = torch.Generator().manual_seed(cfg.seed)
             for pool in self.sampler.pools:
                 w = torch.randn(pool.num_labels, self.model.backbone.hidden_size, generator=g) * 0.01
@@ -114,9 +118,15 @@ class MetaTrainer:
         with torch.no_grad():
             return float((self.model.logits(params, enc).argmax(-1).cpu() == y).float().mean())
 
+    def _episode_words(self, ep: Episode) -> Params:
+        """The episode's label-word head: its scenario's words in the episode's (permuted) class order."""
+        return label_word_head(self.words[ep.scenario][ep.classes], self.acc.device)
+
     def _build(self, ep: Episode):
         def build(meta: Params) -> Params:
             lora = self.model.lora_only(meta)
+            if self.words is not None:
+                return {**lora, **self._episode_words(ep)}
             feats = self.model.features(lora, ep.support)
             w, b = prototype_head(feats, ep.support_labels.to(feats.device), ep.num_labels, meta.get(PRIOR_KEY))
             return {**lora, SCALE_KEY: meta[SCALE_KEY], "head.weight": w, "head.bias": b}
@@ -139,9 +149,12 @@ class MetaTrainer:
 
         classes = ep.classes
         lora = self.lora()
-        params = {**lora, SCALE_KEY: self.meta[SCALE_KEY],
-                  "head.weight": self.meta[f"heads.{ep.scenario}.weight"][classes],
-                  "head.bias": self.meta[f"heads.{ep.scenario}.bias"][classes]}
+        if self.words is not None:  # ordinary language-model training on the label words
+            params = {**lora, **self._episode_words(ep)}
+        else:
+            params = {**lora, SCALE_KEY: self.meta[SCALE_KEY],
+                      "head.weight": self.meta[f"heads.{ep.scenario}.weight"][classes],
+                      "head.bias": self.meta[f"heads.{ep.scenario}.bias"][classes]}
         enc_y = [(ep.support, ep.support_labels), (ep.query, ep.query_labels)]
         losses = [self._loss(params, b) for b in enc_y]
         loss = (losses[0] * len(ep.support) + losses[1] * len(ep.query)) / (len(ep.support) + len(ep.query))
@@ -164,13 +177,13 @@ class MetaTrainer:
             ep = self.val_sampler.episode(0, i)
             with torch.no_grad():
                 built = self._build(ep)(meta)
-            params = {k: v.detach().requires_grad_(True) for k, v in built.items()}
+            params = {k: v.detach().requires_grad_(v.is_floating_point()) for k, v in built.items()}
             rate = ({k: self.lrs[k].detach() if k in self.lrs else self.cfg.inner_lr for k in params}
                     if self.lrs else self.cfg.inner_lr)
             done = 0
             for n in counts:
                 params, _ = inner_loop(self._loss, params, (ep.support, ep.support_labels), n - done, rate, create_graph=False)
-                params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+                params = {k: v.detach().requires_grad_(v.is_floating_point()) for k, v in params.items()}
                 done = n
                 accs[n].append(self._accuracy(params, (ep.query, ep.query_labels)))
         return {n: float(sum(a) / len(a)) for n, a in accs.items()}
