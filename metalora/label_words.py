@@ -118,8 +118,8 @@ def scenario_words(model, scenario) -> Tensor | None:
 
 
 def start_params(words: Tensor, device=None) -> dict[str, Tensor]:
-    """The label-word head a scenario starts from: its words and a zero calibration bias."""
-    return {WORDS_KEY: words.to(device), BIAS_KEY: torch.zeros(words.shape[0], device=device)}
+    """The label-word head a scenario starts from: its words and a zero calibration bias (trainable)."""
+    return {WORDS_KEY: words.to(device), BIAS_KEY: torch.zeros(words.shape[0], device=device, requires_grad=True)}
 
 
 # -- scoring -----------------------------------------------------------------------------------------

@@ -125,8 +125,8 @@ class MetaTrainer:
     def _build(self, ep: Episode):
         def build(meta: Params) -> Params:
             lora = self.model.lora_only(meta)
-            if self.words is not None:
-                return {**lora, **self._episode_words(ep)}
+            if self.words is not None:  # (the scale rides along unused, so every algorithm sees each meta key)
+                return {**lora, SCALE_KEY: meta[SCALE_KEY], **self._episode_words(ep)}
             feats = self.model.features(lora, ep.support)
             w, b = prototype_head(feats, ep.support_labels.to(feats.device), ep.num_labels, meta.get(PRIOR_KEY))
             return {**lora, SCALE_KEY: meta[SCALE_KEY], "head.weight": w, "head.bias": b}
