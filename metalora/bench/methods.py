@@ -93,7 +93,8 @@ def seeded_default_lora(model: LoraClassifier, seed: int) -> Params:
 
 def run_lora(model: LoraClassifier, init: Init, cfg: AdaptConfig, support: Encoded, support_labels: Sequence[int],
              num_labels: int, test: Encoded, test_labels: Sequence[int], curve_steps: Sequence[int] = (),
-             where: str = "support set", test_features: Tensor | None = None) -> RunResult:
+             where: str = "support set", test_features: Tensor | None = None,
+             label_words: Tensor | None = None) -> RunResult:
     """Adapt from `init` for `cfg.steps` steps and score on the test set.
 
     With `curve_steps`, the loop runs to max(cfg.steps, max(curve_steps)) and test accuracy is recorded
@@ -105,8 +106,8 @@ def run_lora(model: LoraClassifier, init: Init, cfg: AdaptConfig, support: Encod
     given when `cfg.steps == 0`: the LoRA weights do not move, so only the head differs between
     support draws and the test set need not be encoded again.
     """
-    if test_features is not None and (cfg.steps != 0 or curve_steps):
-        raise ValueError("test_features are the init's features: only valid for 0 adaptation steps and no curve")
+    if test_features is not None and (cfg.steps != 0 or curve_steps or label_words is not None):
+        raise ValueError("test_features are the init's features: only valid for a prototype head, 0 adaptation steps and no curve")
     y = torch.as_tensor(list(support_labels), dtype=torch.long)
     test_y = np.asarray(test_labels)
     curve_steps = sorted(set(int(s) for s in curve_steps))
@@ -128,7 +129,7 @@ def run_lora(model: LoraClassifier, init: Init, cfg: AdaptConfig, support: Encod
     with Timer() as timer:
         t0[0] = timer.start
         params = adapt(model, support, y, num_labels, init, replace(cfg, steps=total),
-                       on_step=on_step if curve_steps else None, where=where)
+                       on_step=on_step if curve_steps else None, where=where, label_words=label_words)
     if curve_steps:
         params, seconds = final["params"], final["seconds"]
     else:
