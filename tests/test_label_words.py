@@ -195,3 +195,42 @@ def test_meta_training_through_label_words(tiny_backbone, write_card, tmp_path, 
 
     loaded, init = load_init(result.init_dir)
     assert loaded.backbone.config.scoring == "label_words"
+
+
+LABEL_WORD_META = """\
+backbone: {name: tiny-llama, max_length: 32, scoring: label_words}
+lora: {r: 4, top_layers: 1}
+algorithm: fomaml
+steps: 2
+meta_batch: 2
+inner_steps: 1
+episodes: {k_shot: 2, query_size: 4}
+eval_every: 0
+checkpoint_every: 0
+log_with: none
+"""
+
+
+def test_bench_zero_shot_and_meta_with_label_words(tmp_path):
+    import json
+
+    from metalora.cli import main
+    from test_bench import make_arsc
+
+    data = make_arsc(tmp_path / "arsc")
+    cfg = tmp_path / "lw.yaml"
+    cfg.write_text(LABEL_WORD_META)
+    args = ["bench", "arsc", "--data-dir", str(data), "--targets", "tgt.t4", "--train-domains", "aa,bb", "--shots", "2",
+            "--seeds", "0", "1", "--meta-config", str(cfg), "--steps", "1", "--curve-steps", "0,1", "--no-progress"]
+    assert main(args + ["--methods", "zero-shot,vanilla,meta", "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["methods"]["zero-shot"]["adapt"]["steps"] == 0
+    zero = report["methods"]["zero-shot"]["tasks"]["arsc/tgt.t4"]
+    # no step, no support set: it runs once per task, and it is vanilla's step-0 point of the curve (B = 0)
+    assert len(zero["runs"]) == 1
+    curve = report["methods"]["vanilla"]["curve"]
+    assert curve["steps"][0] == 0 and curve["accuracy"][0] == pytest.approx(zero["accuracy"]["mean"])
+    pooled = tmp_path / "pooled.yaml"
+    pooled.write_text(LABEL_WORD_META.replace(", scoring: label_words", ""))
+    assert main(["bench", "arsc", "--data-dir", str(data), "--targets", "tgt.t4", "--methods", "zero-shot", "--meta-config",
+                 str(pooled), "--out", str(tmp_path / "o2"), "--no-progress"]) == 2

@@ -34,6 +34,7 @@ from metalora.bench.setfit_runner import SetFitRunner, SetFitSettings
 from metalora.bench.support import borderline_indices, check_sampling, typicality
 from metalora.config import AdaptConfig, BackboneConfig, MetaTrainConfig, load_config
 from metalora.errors import ConfigError, DataError
+from metalora.label_words import scenario_words
 from metalora.library.bench import LIBRARY_METHODS
 from metalora.scenarios import Scenario, sample_support
 
@@ -381,9 +382,11 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
         if inits:
             ref = next(iter(inits.values()))[0]
         else:
-            bcfg = BackboneConfig(name=opts.backbone or "minilm")
-            lora = load_config(MetaTrainConfig, opts.meta_config).lora if opts.meta_config else MetaTrainConfig().lora
-            ref = intern(LoraClassifier(load_backbone(bcfg), lora))
+            given_cfg = load_config(MetaTrainConfig, opts.meta_config, list(opts.meta_overrides)) if opts.meta_config else None
+            bcfg = given_cfg.backbone if given_cfg else BackboneConfig(name=opts.backbone or "minilm")  # scoring, prompt too
+            if opts.backbone:
+                bcfg = replace(bcfg, name=opts.backbone)
+            ref = intern(LoraClassifier(load_backbone(bcfg), given_cfg.lora if given_cfg else MetaTrainConfig().lora))
     backbone_name = ref.backbone.config.name
 
     # 4. support sets (borderline draws read the plain backbone's features)
@@ -415,6 +418,11 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
             setups[m] = (model, Init(lora=init.lora, logit_scale=init.logit_scale), meta_adapt_config(base, init, opts.steps))
         elif m == "vanilla":
             setups[m] = (ref, None, plain)  # peft's default init, drawn with each run's seed
+        elif m == "zero-shot":  # label words under the plain decoder, no step: needs no support set at all
+            if ref.backbone.config.scoring != "label_words":
+                raise ConfigError("--methods zero-shot scores label words with a decoder's LM head; set backbone.scoring=label_words "
+                                  "in the meta config (e.g. recipes/configs/smollm2_fomaml_arsc_dev.yaml)")
+            setups[m] = (ref, Init(lora=ref.default_lora), replace(plain, steps=0))
         elif m in ("frozen-lr", "setfit"):
             setups[m] = (ref, None, None)
         elif m in LIBRARY_METHODS:
@@ -454,6 +462,8 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
         notes.append("fixed support files used as is: " + ", ".join(n for n, f in fixed.items() if f) + ". There, seeds vary "
                      "vanilla's LoRA init and SetFit's pairs; " + (", ".join(once) + " have nothing random left and run once"
                                                                   if once else "every method varies"))
+    if "zero-shot" in methods:
+        notes.append("zero-shot: the decoder's label-word scores with no adaptation step; no support set enters, so it runs once per task")
     notes.append("vanilla starts from peft's default LoRA init (A random, B zero) drawn with each run's seed")
     if not torch_cuda():
         notes.append("peak_mb on a CPU is the process's peak resident memory so far (ru_maxrss), an upper bound per run")
@@ -473,7 +483,7 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
             sup_y = list(sup["label"])
             sup_enc = {}
             for m in methods:
-                if fixed[t.name] and seed != opts.seeds[0] and deterministic(m, len(sup)):
+                if seed != opts.seeds[0] and (m == "zero-shot" or (fixed[t.name] and deterministic(m, len(sup)))):
                     continue
                 model, init, cfg = setups[m]
                 bar.set_postfix_str(f"{t.name} seed {seed} {m}")
@@ -498,8 +508,8 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
                 else:
                     start = init if init is not None else Init(lora=seeded_default_lora(model, seed))
                     curve = opts.curve_steps if m in CURVE_METHODS else ()
-                    feats = None
-                    if (m in LORA_METHODS or m in augmented) and cfg.steps == 0 and not curve:
+                    feats, words = None, scenario_words(model, t.scenario)
+                    if (m in LORA_METHODS or m in augmented) and cfg.steps == 0 and not curve and words is None:
                         fkey = id(init) if init is not None else m  # rows adapting one init share its test features
                         if fkey not in test_feats:
                             test_feats[fkey] = lora_features(model, start.lora, test_enc[key])
@@ -511,7 +521,7 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
                         enc = model.encode(texts)
                         extra_s = time.perf_counter() - t0
                     res = run_lora(model, start, replace(cfg, seed=seed), enc, enc_y, t.num_labels, test_enc[key],
-                                   test_y, curve, where=f"{t.name} seed {seed} ({m})", test_features=feats)
+                                   test_y, curve, where=f"{t.name} seed {seed} ({m})", test_features=feats, label_words=words)
                     res.seconds += extra_s
                 runs[m][t.name].append({"seed": seed, **res.row()})
                 if res.curve:

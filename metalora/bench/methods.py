@@ -22,7 +22,7 @@ from metalora.config import AdaptConfig
 from metalora.errors import ConfigError
 from metalora.model import Encoded, LoraClassifier, Params, head_logits
 
-KNOWN_METHODS = ("meta", "vanilla", "multitask", "frozen-lr", "setfit", "select", "compose")
+KNOWN_METHODS = ("meta", "vanilla", "multitask", "zero-shot", "frozen-lr", "setfit", "select", "compose")
 LORA_METHODS = ("meta", "vanilla", "multitask")
 CURVE_METHODS = ("meta", "vanilla", "multitask")
 LIBRARY_METHODS = ("select", "compose")  # metalora.library: chosen from / blended over an adapter library
