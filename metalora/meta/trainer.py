@@ -70,7 +70,8 @@ class MetaTrainer:
         if cfg.algorithm != "multitask" and global_batch < self.acc.num_processes:
             raise TrainingError(f"meta_batch x grad_accum = {global_batch} episodes cannot be shared by {self.acc.num_processes} processes; raise meta_batch")
         self.model = model or LoraClassifier(load_backbone(cfg.backbone), cfg.lora)
-        self.model.to(self.acc.device)
+        if not self.model.backbone.quantized:  # a bitsandbytes backbone is placed at load time and refuses .to()
+            self.model.to(self.acc.device)
         if cfg.algorithm == "maml" or (cfg.algorithm == "metasgd" and cfg.metasgd_second_order):
             self.model.enable_double_backward()
         # label-word scoring: every scenario's words, tokenised (and checked) before any training
