@@ -153,6 +153,7 @@ def test_adapt_zero_shot_training_save_and_load(tiny_backbone, local_card, tmp_p
     texts = POSITIVE[5:] + NEGATIVE[5:]
     before = trained.predict(texts)
     folder = trained.save(tmp_path / "adapter")
+    assert "scored by label words" in (folder / "README.md").read_text()  # the model card says what the head is
     loaded = api.load_adapter(folder)
     assert loaded.model.backbone.config.scoring == "label_words"
     after = loaded.predict(texts)
