@@ -112,7 +112,8 @@ def scenario_words(model, scenario) -> Tensor | None:
     if model.backbone.config.scoring != "label_words":
         return None
     card = scenario.card
-    words = getattr(card, "verbalizer", None) or card.label_names
+    table = dict(card.verbalizer or ())
+    words = [table.get(name, name) for name in scenario.label_names]  # a label the verbalizer leaves out is its own word
     return word_ids(model.backbone.tokenizer, template(model.backbone.config), words,
                     where=f"scenario {scenario.name} ({card.path})")
 

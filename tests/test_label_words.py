@@ -129,14 +129,18 @@ def test_card_verbalizer_sets_the_words_and_is_checked(write_card, tiny_backbone
     from metalora.scenarios import get_scenario
 
     card = write_card(verbalizer={"positive": "great", "negative": "awful"})
-    assert load_card(card).verbalizer == ("awful", "great")  # in label order
+    assert dict(load_card(card).verbalizer) == {"negative": "awful", "positive": "great"}
     model = _model(tiny_backbone, "tiny-gpt2")
     tok = model.backbone.tokenizer
     assert scenario_words(model, get_scenario(str(card))).tolist() == word_ids(tok, "{text}\nAnswer:", ["awful", "great"]).tolist()
     plain = write_card(folder="plain")
     assert scenario_words(model, get_scenario(str(plain))).tolist() == word_ids(tok, "{text}\nAnswer:", ["negative", "positive"]).tolist()
-    with pytest.raises(DataError, match=r"metalora\.verbalizer: must map every label name \(negative, positive\)"):
-        load_card(write_card(folder="bad", verbalizer={"positive": "great"}))
+    partial = write_card(folder="partial", verbalizer={"positive": "great"})  # a label left out is its own word
+    assert scenario_words(model, get_scenario(str(partial))).tolist() == word_ids(tok, "{text}\nAnswer:", ["negative", "great"]).tolist()
+    with pytest.raises(DataError, match=r"metalora\.verbalizer: names no label: postive; must map label names"):
+        load_card(write_card(folder="bad", verbalizer={"postive": "great"}))
+    with pytest.raises(DataError, match=r"metalora\.verbalizer: must map label names to non-empty words"):
+        load_card(write_card(folder="empty", verbalizer={"positive": " "}))
 
 
 def test_adapt_zero_shot_training_save_and_load(tiny_backbone, local_card, tmp_path, seed):
