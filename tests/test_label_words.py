@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.testing import assert_close
 
 from metalora.config import AdaptConfig, BackboneConfig, EpisodeConfig, LoraSettings, MetaTrainConfig
