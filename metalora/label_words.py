@@ -145,7 +145,7 @@ def _vocab_logprobs(model, states: Tensor) -> Tensor:
 
 def label_word_logits(model, params: dict[str, Tensor], enc) -> Tensor:
     """[N, C] log-likelihood of each class's word after each example's prompt, plus the class bias."""
-    from torch.func import functional_call
+    from metalora.model import Encoded
 
     words = params[WORDS_KEY].to(model.device)
     lora = model.lora_only(params)
@@ -153,8 +153,7 @@ def label_word_logits(model, params: dict[str, Tensor], enc) -> Tensor:
     n, c = ids.shape[0], words.shape[0]
     rows = torch.arange(n, device=ids.device)
     if words.shape[1] == 1:
-        hidden = enc.hidden.to(model.device) if enc.hidden is not None else None
-        states = functional_call(model, lora, (ids, mask, hidden), {"pooled": False}, strict=False)
+        states = model.token_states(lora, enc)  # (from the prefix cache where the encoding has one)
         logp = _vocab_logprobs(model, states[rows, last_index(mask)])  # [N, V]
         scores = logp[:, words[:, 0]]
     else:
@@ -170,8 +169,7 @@ def label_word_logits(model, params: dict[str, Tensor], enc) -> Tensor:
                 seq = torch.cat([real, words[k, :wlen[k] - 1]])
                 x[i, k, :len(seq)] = seq
                 m[i, k, :len(seq)] = 1
-        states = functional_call(model, lora, (x.view(n * c, width), m.view(n * c, width), None), {"pooled": False},
-                                 strict=False)
+        states = model.token_states(lora, Encoded(x.view(n * c, width), m.view(n * c, width)))
         at = (lengths - 1).view(n, 1, 1) + torch.arange(words.shape[1], device=ids.device).view(1, 1, -1)  # [N, 1, L]
         at = at.expand(n, c, -1).clamp_max(width - 1)
         picked = states.view(n, c, width, -1).gather(2, at.unsqueeze(-1).expand(-1, -1, -1, states.shape[-1]))
