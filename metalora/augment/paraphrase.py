@@ -43,7 +43,7 @@ def _causal_lm(name: str):
         finally:
             torch.random.set_rng_state(state)
         return model, AutoTokenizer.from_pretrained(str(minilm_dir()))
-    raise ConfigError(f"augment.paraphrase_model: {name!r} cannot write paraphrases; use `smollm2` (extra `gpt`) or `tiny-llama`")
+    raise ConfigError(f"augment.paraphrase_model: {name!r} cannot write paraphrases; use `smollm2` (README, section Decoders) or `tiny-llama`")
 
 
 class Paraphraser:
