@@ -68,7 +68,7 @@ def _build_tiny(kind: str, dtype: torch.dtype):
     torch.manual_seed(1234)  # the same tiny model on every call, every machine
     try:
         # decoders come with their LM head (tied to the input embeddings), which label-word scoring reads
-        model = (AutoModel if kind == "tiny-bert" else AutoModelForCausalLM).from_config(config)
+        model = (AutoModelForCausalLM if kind in ("tiny-gpt2", "tiny-llama") else AutoModel).from_config(config)
     finally:
         torch.random.set_rng_state(state)
     return model.to(dtype)
