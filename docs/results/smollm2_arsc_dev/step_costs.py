@@ -1,5 +1,6 @@
-"""Seconds per example of a plain peft training step vs a first-order meta-step (FOMAML, the recipe's
-inner steps) on the same ARSC episodes, SmolLM2 with the ARSC-dev recipe's settings (label words, LoRA on
+"""Seconds per example of a plain peft training step (the whole stack) vs a first-order meta-step (FOMAML,
+the recipe's inner steps; from the prefix cache where the model has one, states computed at sampling, outside
+the timer, as in `bench speed`) on the same ARSC episodes, SmolLM2 with the ARSC-dev recipe's settings (label words, LoRA on
 the top 2 layers); and one 5-shot adaptation (vanilla, --adapt-steps AdamW steps) with its peak memory.
 
     OMP_NUM_THREADS=1 python docs/results/smollm2_arsc_dev/step_costs.py --repeats 2
@@ -19,6 +20,7 @@ from metalora.adapt import Init, Timer, adapt
 from metalora.config import AdaptConfig, MetaTrainConfig, load_config
 from metalora.label_words import scenario_words
 from metalora.meta.trainer import MetaTrainer
+from metalora.model import Encoded
 from metalora.scenarios import get_scenario, sample_support
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -35,8 +37,7 @@ def main() -> None:
     trainer = MetaTrainer(cfg)
     model = trainer.model
     eps = [trainer.sampler.episode(0, i) for i in range(args.repeats + 1)]
-    for ep in eps:  # tokenised (and cached) outside the timers
-        pass
+    cached = eps[0].support.hidden is not None  # the meta-step reads the prefix cache where the model has one
 
     def fo(ep):
         res = trainer.episode_grads(ep)
@@ -48,10 +49,10 @@ def main() -> None:
     lora = {k: v.detach().clone().requires_grad_(True) for k, v in model.default_lora.items()}
     opt = torch.optim.AdamW(list(lora.values()), lr=1e-4)
 
-    def plain(ep):  # ordinary peft training on the same examples: one forward + backward of support and query
-        head = trainer._episode_words(ep) if trainer.words is not None else None
+    def plain(ep):  # ordinary peft training on the same examples: one forward + backward of support and query,
+        head = trainer._episode_words(ep) if trainer.words is not None else None  # through the whole stack (no cache)
         loss = 0.0
-        for enc, y in ((ep.support, ep.support_labels), (ep.query, ep.query_labels)):
+        for enc, y in ((Encoded(ep.support.ids, ep.support.mask), ep.support_labels), (Encoded(ep.query.ids, ep.query.mask), ep.query_labels)):
             params = {**lora, **head} if head is not None else lora
             logits = model.logits(params, enc) if head is not None else model.features(lora, enc)[:, :2]
             loss = loss + F.cross_entropy(logits, y, reduction="sum")
@@ -79,6 +80,7 @@ def main() -> None:
         adapt(model, enc, torch.tensor(sup["label"]), 2, Init(lora=model.default_lora), acfg, label_words=scenario_words(model, sc))
     out["adaptation"] = {"task": sc.name, "shots": 5, "steps": args.adapt_steps, "seconds": t.seconds, "peak_rss_mb": t.peak_mb}
     out["threads"] = torch.get_num_threads()
+    out["meta_step_uses_prefix_cache"] = cached
     out["config"] = {"scoring": cfg.backbone.scoring, "max_length": cfg.backbone.max_length, "top_layers": cfg.lora.top_layers,
                      "inner_steps": cfg.inner_steps, "k_shot": cfg.episodes.k_shot, "query_size": cfg.episodes.query_size}
     print(json.dumps(out, indent=1))
