@@ -5,10 +5,11 @@
     model.predict(["the lid cracked in a week"]).labels
     model.save("adapters/kitchen")
     same = metalora.load_adapter("adapters/kitchen")
+    many = metalora.api.load_adapters(["adapters/kitchen", "org/garden-topics"])   # one backbone, mixed batches
+    many.predict(["the lid cracked", "needs full sun"], scenario=["kitchen", "garden"]).labels
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,9 +19,7 @@ import torch
 
 from metalora import __version__
 from metalora.adapt import Init, Timer, adapt as _adapt
-from metalora.adapter_io import (
-    INIT_FILE, check_backbone, load_head, load_params, lora_settings_from, read_meta, save_folder,
-)
+from metalora.adapter_io import HEAD_FILE, AdapterFolder, from_peft_key, save_folder
 from metalora.augment.calibration import load_feature_stats
 from metalora.backbones import load_backbone
 from metalora.config import AdaptConfig, BackboneConfig, LoraSettings
@@ -28,6 +27,7 @@ from metalora.errors import DataError
 from metalora.label_words import scenario_words
 from metalora.model import HEAD_KEYS, PRIOR_KEY, SCALE_KEY, Encoded, LoraClassifier, Params
 from metalora.scenarios import Scenario, check_support, get_scenario, sample_support
+from metalora.serving import MultiAdapterModel, check_texts
 
 
 @dataclass
@@ -47,9 +47,8 @@ class AdaptedModel:
         self.metadata = metadata
 
     def predict(self, texts: Sequence[str] | str, batch_size: int = 64) -> Prediction:
-        if isinstance(texts, str):
-            texts = [texts]
-        probs = self.model.predict_proba(self.params, self.model.encode(list(texts)), batch_size).numpy()
+        texts = check_texts(texts)
+        probs = self.model.predict_proba(self.params, self.model.encode(texts), batch_size).numpy()
         ids = probs.argmax(1)
         return Prediction([self.label_names[i] for i in ids], ids, probs)
 
@@ -70,86 +69,63 @@ def build_classifier(backbone: BackboneConfig | str, lora: LoraSettings | None =
     return LoraClassifier(load_backbone(backbone), lora or LoraSettings())
 
 
-def _resolve(spec: str | Path) -> tuple[Path, dict]:
-    """A local folder as is; anything else is a Hub repo id (optionally hf://ORG/NAME@REV), pulled."""
-    p = Path(spec)
-    if p.is_dir():
-        return p, {"path": str(p.resolve())}
-    if os.path.sep in str(spec) and str(spec).startswith((".", "/")):
-        raise DataError(f"folder {spec} does not exist")
-    from metalora import hub
-
-    repo_id, revision = hub.parse_spec(str(spec))
-    folder = hub.pull(str(spec))
-    # lineage names the exact commit, not a branch that may move
-    return folder, hub.hub_origin(folder) or {"repo_id": repo_id, "revision": revision or "main"}
+def _classifier(folder: AdapterFolder, backbone: BackboneConfig | str | None) -> LoraClassifier:
+    """The folder's backbone (or `backbone`), checked before peft injects LoRA into it, with the folder's LoRA settings."""
+    bb = load_backbone(folder.backbone_config(backbone))
+    folder.check_backbone(bb)
+    return LoraClassifier(bb, folder.lora)
 
 
-def _open_folder(spec: str | Path, backbone: BackboneConfig | str | None) -> tuple[Path, dict, dict, LoraClassifier, Params]:
-    """Resolve, read metadata, check the backbone (before peft injects LoRA into it), load LoRA."""
-    folder, lineage = _resolve(spec)
-    meta = read_meta(folder)
-    bb = load_backbone(_backbone_for(meta, backbone))
-    check_backbone(folder, meta, bb)
-    model = LoraClassifier(bb, lora_settings_from(folder))
-    return folder, lineage, meta, model, load_params(folder, model)
-
-
-def load_init(spec: str | Path, backbone: BackboneConfig | str | None = None) -> tuple[LoraClassifier, Init]:
+def load_init(spec: str | Path | AdapterFolder, backbone: BackboneConfig | str | None = None) -> tuple[LoraClassifier, Init]:
     """A meta-init (or any adapter used as a starting point) and the classifier it fits."""
-    from safetensors.torch import load_file
-
-    from metalora.adapter_io import from_peft_key
-
-    folder, lineage, meta, model, lora = _open_folder(spec, backbone)
-    init = Init(lora=lora, lineage=lineage, meta=meta, feature_stats=load_feature_stats(folder))
-    if (folder / INIT_FILE).is_file():
-        extra = load_file(str(folder / INIT_FILE))
-        if SCALE_KEY in extra:
-            init.logit_scale = extra[SCALE_KEY]
-        init.head_prior = extra.get(PRIOR_KEY)
-        lrs = {k.removeprefix("lr."): v for k, v in extra.items() if k.startswith("lr.")}
-        if lrs:
-            init.inner_lrs = {k if k in (*HEAD_KEYS, SCALE_KEY) else from_peft_key(k, model.lora_names): v
-                              for k, v in lrs.items()}
+    folder = AdapterFolder.open(spec)
+    model = _classifier(folder, backbone)
+    init = Init(lora=folder.lora_params(model), lineage=folder.origin, meta=folder.meta,
+                feature_stats=load_feature_stats(folder.path))  # augment's statistics file, read by its owner
+    extra = folder.init_tensors
+    if SCALE_KEY in extra:
+        init.logit_scale = extra[SCALE_KEY]
+    init.head_prior = extra.get(PRIOR_KEY)
+    lrs = {k.removeprefix("lr."): v for k, v in extra.items() if k.startswith("lr.")}
+    if lrs:
+        init.inner_lrs = {k if k in (*HEAD_KEYS, SCALE_KEY) else from_peft_key(k, model.lora_names): v
+                          for k, v in lrs.items()}
     return model, init
 
 
-def _backbone_for(meta: dict, backbone: BackboneConfig | str | None) -> BackboneConfig:
-    saved = meta.get("backbone", {})
-    if backbone is None:
-        return BackboneConfig(name=saved.get("name") or saved.get("base_model"), revision=saved.get("revision"),
-                              max_length=int(saved.get("max_length", 128)), pooling=saved.get("pooling", "auto"),
-                              truncation=saved.get("truncation", "head"), head_tokens=int(saved.get("head_tokens", 32)),
-                              scoring=saved.get("scoring", "pooled"), prompt=saved.get("prompt"))
-    return BackboneConfig(name=backbone) if isinstance(backbone, str) else backbone
+def load_adapter(spec: str | Path | AdapterFolder, backbone: BackboneConfig | str | None = None) -> AdaptedModel:
+    """An adapted scenario (local folder or Hub id) ready to predict; see `load_adapters` for several on one backbone."""
+    folder = AdapterFolder.open(spec)
+    if folder.head is None:
+        raise DataError(f"{folder.path} has no head ({HEAD_FILE}): it is a meta-init; adapt it to a scenario first")
+    labels = folder.label_names
+    model = _classifier(folder, backbone)
+    params = {**folder.lora_params(model), **folder.head}
+    return AdaptedModel(model, params, labels, folder.meta)
 
 
-def load_adapter(spec: str | Path, backbone: BackboneConfig | str | None = None) -> AdaptedModel:
-    folder, _, meta, model, params = _open_folder(spec, backbone)
-    head = load_head(folder)
-    if head is None:
-        raise DataError(f"{folder} has no head (metalora_head.safetensors): it is a meta-init; adapt it to a scenario first")
-    params.update(head)
-    labels = meta.get("scenario", {}).get("label_names")
-    if not labels:
-        raise DataError(f"{folder}/metalora.json: scenario.label_names is missing")
-    return AdaptedModel(model, params, labels, meta)
+def load_adapters(specs, backbone: BackboneConfig | str | None = None) -> MultiAdapterModel:
+    """Several adapters (folders or Hub ids) on ONE backbone in memory, predicting mixed batches.
+
+    `specs` is a list (each adapter serves the scenario named in its metalora.json) or a dict
+    {name: spec}. Adapters for another backbone are refused here, naming them. Then
+    `model.predict(texts, scenario=[...])` labels each text with its own scenario's adapter, a mixed
+    batch in one forward pass. See `metalora.serving`.
+    """
+    return MultiAdapterModel.load(specs, backbone)
 
 
-def init_metadata(spec: str | Path) -> dict:
-    """An init's metalora.json (what it trained and validated on), without loading any model."""
-    folder, _ = _resolve(spec)
-    return read_meta(folder)
+def init_metadata(spec: str | Path | AdapterFolder) -> dict:
+    """An init's metalora.json (what it trained and validated on), without loading any model.
+    (Pass the `AdapterFolder` on to `load_init` to avoid reading or pulling it twice.)"""
+    return AdapterFolder.open(spec).meta
 
 
-def init_adapt_defaults(spec: str | Path) -> dict:
+def init_adapt_defaults(spec: str | Path | AdapterFolder) -> dict:
     """The adaptation settings a meta-init recommends (its inner loop), as AdaptConfig fields."""
     if hasattr(spec, "defaults"):  # a metalora.library.LibraryStart: the chosen entry's settings
         return dict(spec.defaults)
-    folder, _ = _resolve(spec)
-    rec = read_meta(folder).get("adapt") or {}
-    return {k: rec[k] for k in ("optimizer", "lr", "head_lr", "steps") if k in rec}
+    return AdapterFolder.open(spec).adapt_defaults()
 
 
 def scenario_meta(sc: Scenario) -> dict:
@@ -165,7 +141,7 @@ def scenario_meta(sc: Scenario) -> dict:
 def adapt(
     scenario: str | Scenario,
     *,
-    init: str | Path | None = None,  # also `library:PATH[/top1|/compose]`, or a metalora.library.LibraryStart
+    init: str | Path | AdapterFolder | None = None,  # also `library:PATH[/top1|/compose]`, or a metalora.library.LibraryStart
     config: AdaptConfig | None = None,
     shots: int | None = 5,
     support_split: str = "train",
@@ -188,8 +164,9 @@ def adapt(
     if hasattr(init, "model") and hasattr(init, "init"):  # a metalora.library.LibraryStart
         model, start = init.model, init.init
     elif init is not None:
+        init = AdapterFolder.open(init)  # read (or pulled) once; the record travels on
         if config is None:
-            cfg = AdaptConfig(**init_adapt_defaults(init))
+            cfg = AdaptConfig(**init.adapt_defaults())
         # the init brings its own backbone unless the caller chose one explicitly
         explicit = cfg.backbone if cfg.backbone != AdaptConfig().backbone else None
         model, start = load_init(init, explicit)

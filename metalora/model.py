@@ -28,6 +28,7 @@ from metalora.backbones import Backbone, default_target_modules
 from metalora.config import LoraSettings
 from metalora.errors import BackboneError
 from metalora.label_words import WORDS_KEY, label_word_logits, last_index, positions, prompt_tokenize, template
+from metalora.quiet import peft_calls
 
 Params = dict[str, Tensor]
 HEAD_KEYS = ("head.weight", "head.bias")
@@ -120,7 +121,8 @@ class LoraClassifier(nn.Module):
         backbone.model.name_or_path = backbone.base_model  # peft records it as the adapter's base model
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # peft's default LoRA init (A random, B zero) is the same in every run
-            self.peft = get_peft_model(backbone.model, self.peft_config)
+            with peft_calls():  # transformers' known FutureWarning from inside peft (metalora.quiet)
+                self.peft = get_peft_model(backbone.model, self.peft_config)
         self.peft.eval()  # dropout off unless a caller opts in; LoRA dropout is applied via train()
         self.lora_names = tuple(n for n, p in self.named_parameters() if "lora_" in n)
         self.lora_set = frozenset(self.lora_names)

@@ -34,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
     init = args.init
     if init and init.startswith("library:"):
         init = _library_start(args, sc)
+    elif init:
+        from metalora.adapter_io import AdapterFolder
+
+        init = AdapterFolder.open(init)  # read (or pulled) once, then passed on
     if init:
         from metalora.api import init_adapt_defaults
 

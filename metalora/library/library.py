@@ -437,19 +437,12 @@ class AdapterLibrary:
 
 def _load_init(entry: Entry, model: LoraClassifier) -> Init:
     """LoRA weights and (meta-inits) logit scale, class prior and Meta-SGD rates of an entry folder."""
-    from safetensors.torch import load_file
-
-    from metalora.adapter_io import INIT_FILE, from_peft_key, load_params
+    from metalora.adapter_io import AdapterFolder, from_peft_key
     from metalora.model import HEAD_KEYS, PRIOR_KEY, SCALE_KEY
 
-    try:
-        lora = load_params(entry.folder, model)
-        extra = load_file(str(entry.folder / INIT_FILE)) if (entry.folder / INIT_FILE).is_file() else {}
-    except Exception as exc:  # safetensors raises its own error type for a damaged file
-        if isinstance(exc, (DataError, BackboneError)):
-            raise
-        raise DataError(f"library entry {entry.name}: cannot read its weights in {entry.folder} "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+    # the one reading of an adapter folder (a damaged file is one DataError line naming it)
+    folder = AdapterFolder.read(entry.folder, origin=dict(entry.source))
+    lora, extra = folder.lora_params(model), folder.init_tensors
     init = Init(lora=lora, lineage=dict(entry.source), meta={"adapt": entry.adapt})
     if SCALE_KEY in extra:
         init.logit_scale = extra[SCALE_KEY]
