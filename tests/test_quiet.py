@@ -1,0 +1,65 @@
+"""metalora.quiet drops exactly the two known, harmless messages, and nothing else."""
+from __future__ import annotations
+
+import logging
+import warnings
+
+import pytest
+
+from metalora import quiet
+from metalora.config import LoraSettings
+from metalora.model import LoraClassifier
+
+
+def _emit(logger_name: str, msg: str, *args) -> list[str]:
+    """What reaches a handler when `msg % args` is logged as a warning on `logger_name`."""
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    logger = logging.getLogger(logger_name)
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        logger.warning(msg, *args)
+    finally:
+        logger.removeHandler(handler)
+    return seen
+
+
+def test_bitsandbytes_missing_kernels_record_is_dropped_other_failures_kept():
+    import metalora  # noqa: F401 - installs the filter
+
+    template = quiet.BNB_KERNELS_MESSAGE + ": %s. Please make sure you already `pip install kernels` and the kernels >= 0.11.1"
+    assert _emit(quiet.BNB_CPU_LOGGER, template, ModuleNotFoundError("No module named 'kernels'")) == []
+    kept = _emit(quiet.BNB_CPU_LOGGER, template, RuntimeError("kernel hub unreachable"))
+    assert len(kept) == 1 and "kernel hub unreachable" in kept[0]
+    other = _emit(quiet.BNB_CPU_LOGGER, "some other bitsandbytes warning")
+    assert other == ["some other bitsandbytes warning"]
+    quiet.install()  # idempotent
+    assert sum(isinstance(f, quiet.MissingKernelsPackage) for f in logging.getLogger(quiet.BNB_CPU_LOGGER).filters) == 1
+
+
+def test_gradient_checkpointing_future_warning_only_inside_metalora_peft_calls(tiny_backbone):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = LoraClassifier(tiny_backbone("tiny-bert"), LoraSettings(r=2))
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)], [str(w.message) for w in caught]
+
+    # the same warning from a user's own code still shows, as does any other FutureWarning
+    with pytest.warns(FutureWarning, match="is_gradient_checkpointing"):
+        model.backbone.model.is_gradient_checkpointing
+    with quiet.peft_calls(), pytest.warns(FutureWarning, match="something else"):
+        warnings.warn("something else is deprecated", FutureWarning)
+
+
+def test_the_filter_is_needed_here():
+    """Not vacuous: peft's wrapping does raise the warning that peft_calls() drops."""
+    from peft import LoraConfig, get_peft_model
+
+    from metalora.backbones import load_backbone
+
+    with pytest.warns(FutureWarning, match="is_gradient_checkpointing"):
+        get_peft_model(load_backbone("tiny-bert").model, LoraConfig(r=2, target_modules=["query"]))
