@@ -425,6 +425,48 @@ def test_resume_refuses_another_config(tmp_path, tiny_backbone, changes, differi
     assert latest_checkpoint(out / "checkpoints") == ckpt
 
 
+def test_damaged_newest_checkpoint_resumes_from_the_newest_intact_one(tmp_path, tiny_backbone, capsys, caplog):
+    """A truncated meta.safetensors (a full disk, a partial copy): skipped with a warning naming it."""
+    out, ref = tmp_path / "run", tmp_path / "ref"
+    trainer(smoke_cfg(out, "steps=3", "checkpoint_every=1"), tiny_backbone).train(resume=False)
+    ckpts = out / "checkpoints"
+    damaged = ckpts / "step-0000003" / "meta.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    (ckpts / "step-0000002" / "state.json").write_text('{"step": 2, "conf')  # cut off mid-write
+    capsys.readouterr()
+    with caplog.at_level("WARNING", logger="metalora.meta.checkpoint"):
+        trainer(smoke_cfg(out, "steps=4", "checkpoint_every=1"), tiny_backbone).train(resume=True)
+    warned = [r.getMessage() for r in caplog.records if r.name == "metalora.meta.checkpoint"]
+    assert len(warned) == 2, warned
+    assert str(ckpts / "step-0000003") in warned[0] and str(damaged) in warned[0] and "damaged or incomplete" in warned[0]
+    assert str(ckpts / "step-0000002") in warned[1] and "state.json" in warned[1]
+    assert all("resuming from step-0000001" in w for w in warned)
+    assert re.search(r"resuming from \S*step-0000001 \(step 1\)", capsys.readouterr().out)
+    trainer(smoke_cfg(ref, "steps=4", "checkpoint_every=1"), tiny_backbone).train(resume=False)
+    assert_same_init(ref / "final-init", out / "final-init", atol=1e-6)  # steps 2-4 were recomputed
+    assert latest_checkpoint(ckpts) == ckpts / "step-0000004"
+    assert load_file(str(ckpts / "step-0000003" / "meta.safetensors"))  # the new run replaced the damaged one
+
+
+def test_no_intact_checkpoint_is_one_line_and_deletes_nothing(tmp_path, tiny_backbone):
+    out = tmp_path / "run"
+    trainer(smoke_cfg(out, "steps=2", "checkpoint_every=1"), tiny_backbone).train(resume=False)
+    ckpts = out / "checkpoints"
+    for step in ("step-0000001", "step-0000002"):
+        f = ckpts / step / "optimizer.safetensors"
+        f.write_bytes(f.read_bytes()[:20])
+    before = {p: p.read_bytes() for p in ckpts.rglob("*") if p.is_file()}
+    with pytest.raises(TrainingError) as err:
+        trainer(smoke_cfg(out, "steps=3", "checkpoint_every=1"), tiny_backbone).train(resume=True)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"no intact checkpoint to resume from in {ckpts}")
+    assert "step-0000001" in msg and "step-0000002" in msg and "--no-resume" in msg
+    assert {p: p.read_bytes() for p in ckpts.rglob("*") if p.is_file()} == before
+    # the advice works
+    trainer(smoke_cfg(out, "steps=2", "checkpoint_every=1"), tiny_backbone).train(resume=False)
+    assert load_file(str(ckpts / "step-0000002" / "optimizer.safetensors"))
+
+
 def test_resume_may_change_steps(tmp_path, tiny_backbone, capsys):
     """`steps` is not part of the fingerprint: a finished run can be extended."""
     a, b = tmp_path / "a", tmp_path / "b"

@@ -1,20 +1,24 @@
 """Resumable checkpoints of a meta-training run: meta-parameters, optimizer state, counters.
 
 Everything is safetensors + JSON (no pickle). A checkpoint folder is written atomically, so a run
-killed at any point leaves the previous checkpoint intact. Together with episodes being a pure
+killed at any point leaves the previous checkpoint intact; one damaged later (a full disk, a partial
+copy) is skipped on resume, with a warning naming it, in favour of the newest intact one. Together with episodes being a pure
 function of (seed, step, index), restoring these files resumes to the same final init.
 """
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from metalora.adapter_io import atomic_folder
+from metalora.adapter_io import atomic_folder, read_safetensors
 from metalora.config import to_dict
-from metalora.errors import ConfigError
+from metalora.errors import ConfigError, DataError, TrainingError
+
+logger = logging.getLogger(__name__)
 
 # Fields that may change between a run and its resumption without changing what it computes.
 RESUMABLE_CHANGES = {"steps", "eval_every", "checkpoint_every", "output_dir", "log_with"}
@@ -55,13 +59,33 @@ def remove_partial(folder: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def checkpoints(folder: Path) -> list[Path]:
+    """Every checkpoint folder of a run, oldest first (damaged ones included)."""
+    return sorted(p for p in Path(folder).glob("step-*") if p.is_dir())
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
-    found = sorted(p for p in Path(folder).glob("step-*") if (p / "state.json").is_file())
+    found = [p for p in checkpoints(folder) if (p / "state.json").is_file()]
     return found[-1] if found else None
 
 
+def _read_state(path: Path) -> dict:
+    file = path / "state.json"
+    try:
+        state = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{file} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{file} is damaged or incomplete (not valid JSON: {exc})") from None
+    if not isinstance(state, dict) or not {"step", "config", "param_groups", "optimizer_scalars"} <= set(state):
+        raise DataError(f"{file} is damaged or incomplete (fields missing)")
+    return state
+
+
 def load_checkpoint(path: Path, cfg, optimizer: torch.optim.Optimizer, names: list[str]) -> tuple[dict[str, torch.Tensor], dict]:
-    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    """Restore the optimizer from `path` and return (meta-tensors, state). A damaged file is a DataError
+    naming it (nothing is restored then); a checkpoint of another config is a ConfigError."""
+    state = _read_state(path)
     now = fingerprint(cfg)
     if state["config"] != now:
         diff = sorted(k for k in set(now) | set(state["config"]) if now.get(k) != state["config"].get(k))
@@ -69,14 +93,45 @@ def load_checkpoint(path: Path, cfg, optimizer: torch.optim.Optimizer, names: li
             f"checkpoint {path} was written by a run with a different config (differs in: {', '.join(diff)}); "
             "use another output_dir, or the original config to resume"
         )
-    tensors = load_file(str(path / "meta.safetensors"))
-    flat = load_file(str(path / "optimizer.safetensors"))
+    fix = "an older checkpoint can be resumed from, or start over with --no-resume"
+    tensors = read_safetensors(path / "meta.safetensors", fix)
+    flat = read_safetensors(path / "optimizer.safetensors", fix)
+    missing = [n for n in names if n not in tensors]
+    if missing:
+        raise DataError(f"{path / 'meta.safetensors'} is damaged or incomplete (no tensor {missing[0]}); {fix}")
     opt_state = {"state": {}, "param_groups": state["param_groups"]}
     index = {n: i for i, n in enumerate(names)}
     for key, value in list(flat.items()) + list(state["optimizer_scalars"].items()):
         if key == "__empty__":
             continue
         name, _, field = key.rpartition("::")
+        if name not in index:
+            raise DataError(f"{path / 'optimizer.safetensors'} is damaged or incomplete (unknown entry {key}); {fix}")
         opt_state["state"].setdefault(index[name], {})[field] = value
     optimizer.load_state_dict(opt_state)
     return tensors, state
+
+
+def resume(folder: Path, cfg, optimizer: torch.optim.Optimizer, names: list[str]) -> tuple[Path, dict[str, torch.Tensor], dict] | None:
+    """Restore the newest INTACT checkpoint of `folder`; None when there is none at all.
+
+    A damaged checkpoint (a file cut off by a full disk or a partial copy) is skipped with a warning
+    naming it; when every checkpoint is damaged, one TrainingError line says so (nothing is deleted).
+    """
+    found = checkpoints(folder)
+    damaged: list[tuple[Path, str]] = []
+    for path in reversed(found):
+        try:
+            tensors, state = load_checkpoint(path, cfg, optimizer, names)
+        except DataError as exc:
+            damaged.append((path, str(exc)))
+            continue
+        for bad, why in damaged:
+            logger.warning("checkpoint %s is damaged (%s); resuming from %s, the newest intact checkpoint", bad, why, path.name)
+        return path, tensors, state
+    if damaged:
+        raise TrainingError(
+            f"no intact checkpoint to resume from in {folder}: {'; '.join(f'{p.name}: {why}' for p, why in damaged)}. "
+            "Start over with --no-resume (the damaged checkpoints are replaced as the new run saves), or restore them"
+        )
+    return None

@@ -23,7 +23,8 @@ from metalora.backbones import load_backbone
 from metalora.config import MetaTrainConfig, dump_config, to_dict
 from metalora.errors import ConfigError, TrainingError
 from metalora.meta.algorithms import episode_gradient, inner_loop
-from metalora.meta.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
+from metalora.meta.checkpoint import remove_partial, save_checkpoint
+from metalora.meta.checkpoint import resume as resume_checkpoint
 from metalora.meta.episodes import Episode, EpisodeSampler, ExampleCache, select_scenarios
 from metalora.label_words import scenario_words, start_params as label_word_head
 from metalora.model import HEAD_KEYS, PRIOR_KEY, SCALE_KEY, LoraClassifier, Params, prototype_head
@@ -203,8 +204,8 @@ class MetaTrainer:
         cfg, acc = self.cfg, self.acc
         ckpt_dir = self.out / "checkpoints"
         start_step, best_val, best_step, history = 0, None, None, []
-        if resume and (last := latest_checkpoint(ckpt_dir)) is not None:
-            tensors, state = load_checkpoint(last, cfg, self.optimizer.optimizer, self.names)
+        if resume and (found := resume_checkpoint(ckpt_dir, cfg, self.optimizer.optimizer, self.names)) is not None:
+            last, tensors, state = found
             with torch.no_grad():
                 for name, t in zip(self.names, self.tensors):
                     t.copy_(tensors[name].to(t.device))
