@@ -69,7 +69,8 @@ def test_top_level_help():
         ("adapt", ["scenario", "--out", "--init", "--shots", "--full", "--support-split", "--eval-split", "--overwrite",
                    "--config", "--backbone", "--steps", "--lr", "--seed", "--set"]),
         ("evaluate", ["adapter", "scenario", "--split", "--json"]),
-        ("predict", ["--adapter", "texts", "--file"]),
+        ("predict", ["--adapter", "texts", "--file", "--scenario", "--input", "--batch-size"]),
+        ("meta-train", ["--config", "--set", "--no-resume", "--cpu", "KEY=VALUE"]),
     ],
 )
 def test_subcommand_help(command, flags):
@@ -78,6 +79,48 @@ def test_subcommand_help(command, flags):
     assert f"usage: metalora {command}" in res.stdout
     for flag in flags:
         assert flag in res.stdout, flag
+
+
+def _all_parsers() -> dict[str, "argparse.ArgumentParser"]:
+    """Every (sub)command's parser, by its command words ("" for the top level, "bench arsc", ...)."""
+    import argparse
+
+    from metalora.cli import build_parser
+
+    found = {}
+
+    def walk(parser, words):
+        found[words] = parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{words} {name}".strip())
+
+    walk(build_parser(), "")
+    return found
+
+
+def test_every_flag_of_every_command_is_in_its_help(capsys):
+    """`--help` of each command and subcommand lists and describes every option it accepts."""
+    import argparse
+
+    parsers = _all_parsers()
+    assert {"adapt", "predict", "meta-train", "bench arsc", "bench synthetic", "bench speed", "demo"} <= set(parsers)
+    checked = 0
+    for words, parser in parsers.items():
+        with pytest.raises(SystemExit) as done:
+            main([*words.split(), "--help"])
+        assert done.value.code == 0
+        text = capsys.readouterr().out
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction, argparse._VersionAction)):
+                continue
+            assert action.help and action.help != argparse.SUPPRESS and len(action.help) > 10, (words, action.dest)
+            names = action.option_strings or [action.metavar or action.dest]
+            for name in names:
+                assert name in text, (words, name)
+            checked += 1
+    assert checked > 50
 
 
 # -- scenarios ---------------------------------------------------------------------------------------

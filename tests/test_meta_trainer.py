@@ -187,6 +187,119 @@ def test_killed_run_resumes_to_the_uninterrupted_init(tmp_path, tiny_backbone):
     assert no_partial_folders(run) == []
 
 
+# -- 2b. the other algorithms: 2 processes and kill-and-resume, each group in one launch ------------------
+OTHER_ALGORITHMS = {
+    "maml": ["algorithm=maml"],
+    "metasgd": ["algorithm=metasgd", "metasgd_second_order=true"],
+    "reptile": ["algorithm=reptile"],
+    "multitask": ["algorithm=multitask"],
+}
+
+# Several meta-training runs in ONE pair of gloo processes (one launch instead of four): the process
+# group outlives each run's end_training and is torn down once at the end. Numbers are untouched.
+GROUPED_RUNS = """
+import json, sys
+import torch.distributed as dist
+from accelerate import Accelerator
+from metalora.config import MetaTrainConfig, load_config
+from metalora.meta.trainer import MetaTrainer, make_accelerator
+Accelerator.end_training = lambda self: None
+smoke, runs = sys.argv[1], json.loads(sys.argv[2])
+for overrides in runs:
+    cfg = load_config(MetaTrainConfig, smoke, overrides)
+    acc = make_accelerator(cfg, cpu=True)
+    MetaTrainer(cfg, accelerator=acc).train(resume=False)
+    if acc.is_main_process:
+        print(f"done {cfg.algorithm} processes={acc.num_processes} {acc.distributed_type}", flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_other_algorithms_two_processes_give_the_one_process_init(tmp_path, tiny_backbone):
+    common = ["meta_batch=4", "steps=2", "log_with=none", "checkpoint_every=0"]  # 2 episodes per process per step
+    script = tmp_path / "grouped.py"
+    script.write_text(GROUPED_RUNS)
+    runs = [[*extra, *common, f"output_dir={tmp_path / 'two' / name}"] for name, extra in OTHER_ALGORITHMS.items()]
+    out = run_checked([
+        accelerate_cli(), "launch", "--config_file", ACCELERATE_CONFIG, "--multi_gpu", "--num_processes", "2",
+        "--main_process_port", free_port(), script, SMOKE, json.dumps(runs),
+    ])
+    for name in OTHER_ALGORITHMS:
+        assert f"done {name} processes=2 DistributedType.MULTI_CPU" in out, out[-3000:]
+    for name, extra in OTHER_ALGORITHMS.items():
+        one, two = tmp_path / "one" / name, tmp_path / "two" / name
+        trainer(smoke_cfg(one, *extra, *common), tiny_backbone).train(resume=False)
+        assert_same_init(one / "final-init", two / "final-init", atol=1e-5)
+        h1 = json.loads((one / "history.json").read_text())
+        h2 = json.loads((two / "history.json").read_text())
+        assert [r["step"] for r in h1] == [r["step"] for r in h2] == [1, 2]
+        for r1, r2 in zip(h1, h2):
+            assert r1.keys() == r2.keys()
+            for k in r1:
+                assert r1[k] == pytest.approx(r2[k], abs=1e-5), (name, k)
+        moved = lora_b(two / "final-init")  # not vacuous: LoRA B starts at zero
+        assert moved and all(v.abs().max() > 1e-5 for v in moved.values()), name
+
+
+# One Python start for every killed run: the runs are forked children of a process that has only
+# imported metalora, each SIGKILLed right after its first checkpoint (a sleep per episode makes room).
+KILLED_RUNS = """
+import json, os, signal, sys, time
+from pathlib import Path
+from metalora.config import MetaTrainConfig, load_config
+from metalora.meta.trainer import MetaTrainer
+original = MetaTrainer.episode_grads
+def slow(self, ep):
+    time.sleep(0.2)
+    return original(self, ep)
+MetaTrainer.episode_grads = slow
+smoke, runs, deadline = sys.argv[1], json.loads(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+report = {}
+for name, overrides in runs.items():
+    cfg = load_config(MetaTrainConfig, smoke, overrides)
+    ckpts = Path(cfg.output_dir) / "checkpoints"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            MetaTrainer(cfg).train(resume=False)
+        finally:
+            os._exit(0)
+    while not list(ckpts.glob("step-*")) and time.monotonic() < deadline and os.waitpid(pid, os.WNOHANG) == (0, 0):
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        report[name] = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    except (ProcessLookupError, ChildProcessError):
+        report[name] = False  # it had already finished or died
+print("KILLED " + json.dumps(report), flush=True)
+"""
+
+
+def test_other_algorithms_killed_runs_resume_to_the_uninterrupted_init(tmp_path, tiny_backbone):
+    common = ["steps=6", "checkpoint_every=2", "eval_every=3", "log_with=none"]
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_RUNS)
+    runs = {name: [*extra, *common, f"output_dir={tmp_path / 'run' / name}"] for name, extra in OTHER_ALGORITHMS.items()}
+    out = run_checked([sys.executable, script, SMOKE, json.dumps(runs), SUBPROCESS_TIMEOUT - 60])
+    killed = json.loads(re.search(r"KILLED (.*)", out).group(1))
+    assert killed == {name: True for name in OTHER_ALGORITHMS}, out[-3000:]
+    for name, extra in OTHER_ALGORITHMS.items():
+        run = tmp_path / "run" / name
+        written = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
+        assert written and "step-0000006" not in written and not (run / "final-init").exists(), (name, written)
+        trainer(smoke_cfg(run, *extra, *common), tiny_backbone).train(resume=True)
+        ref = tmp_path / "ref" / name
+        trainer(smoke_cfg(ref, *extra, *common), tiny_backbone).train(resume=False)
+        assert_same_init(ref / "final-init", run / "final-init", atol=1e-6)
+        h_ref = json.loads((ref / "history.json").read_text())
+        h_run = json.loads((run / "history.json").read_text())
+        assert [r["step"] for r in h_run] == list(range(1, 7))
+        for a, b in zip(h_ref, h_run):
+            assert a == pytest.approx(b, abs=1e-6), name
+        assert no_partial_folders(run) == []
+
+
 # -- 3. every algorithm writes a meta-init that load_init loads and adapt adapts from ------------------
 ALGORITHMS = [
     pytest.param("fomaml", [], id="fomaml"),

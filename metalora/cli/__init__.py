@@ -1,7 +1,8 @@
 """The `metalora` command line: one module per subcommand, each exposing `register(subparsers)`.
 
 A subcommand module defines `register(subparsers)` that adds its parser and sets
-`func=run` on it. `MetaloraError`s are printed as one clear line (exit code 2);
+`func=run` on it; one with a `key_values` positional (KEY=VALUE config overrides) gets them from
+anywhere on the command line. `MetaloraError`s are printed as one clear line (exit code 2);
 anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
@@ -46,9 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_key_value(word: str) -> bool:
+    return "=" in word and not word.startswith("-")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # A subcommand with a KEY=VALUE positional takes them anywhere on the line, as the recipes do
+    # (`meta-train --config x.yaml steps=10`); argparse alone only takes them before the first option.
+    if extra and hasattr(args, "key_values") and all(_is_key_value(e) for e in extra):
+        args.key_values = list(args.key_values) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

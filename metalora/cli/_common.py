@@ -19,18 +19,30 @@ def add_adapt_flags(p: argparse.ArgumentParser) -> None:
                    "Settings under augment.* (e.g. --set augment.copies=4).")
     g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="Override any config field, e.g. --set lora.r=4 --set head_lr=0.05 (repeatable).")
+    add_key_values(p)
+
+
+def add_key_values(p: argparse.ArgumentParser) -> None:
+    """KEY=VALUE overrides as plain words (`steps=10 lora.r=4`), the form the recipes and the README use."""
+    p.add_argument("key_values", nargs="*", metavar="KEY=VALUE",
+                   help="Config overrides as plain words, e.g. steps=10 lora.r=4 (the same as --set; anywhere on the line).")
+
+
+def overrides(args: argparse.Namespace) -> list[str]:
+    """--set values, then KEY=VALUE words, in that order (a later one wins)."""
+    return list(getattr(args, "overrides", []) or []) + list(getattr(args, "key_values", []) or [])
 
 
 def adapt_config(args: argparse.Namespace, base: dict | None = None) -> AdaptConfig:
-    overrides = list(args.overrides)
+    items = overrides(args)
     for flag in ("steps", "lr", "seed"):
         if getattr(args, flag, None) is not None:
-            overrides.append(f"{flag}={getattr(args, flag)}")
+            items.append(f"{flag}={getattr(args, flag)}")
     if getattr(args, "augment", None):
-        overrides.append(f"augment.methods=[{args.augment}]")
+        items.append(f"augment.methods=[{args.augment}]")
     if getattr(args, "backbone", None):
-        overrides.append(f"backbone.name={args.backbone}")
-    return load_config(AdaptConfig, args.config, overrides, base=base)
+        items.append(f"backbone.name={args.backbone}")
+    return load_config(AdaptConfig, args.config, items, base=base)
 
 
 def print_metrics(metrics: dict, as_json: bool = False) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from metalora.cli._common import add_key_values, overrides
+
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "recipes" / "configs" / "minilm_fomaml_synthetic.yaml"
 
 
@@ -21,7 +23,8 @@ def register(sub) -> None:
     p.add_argument("--backbone", help="Backbone override, e.g. tiny-bert for a quick try (default: the config's, MiniLM).")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="Support-set seeds per held-out scenario (default 0).")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="Override a meta-training config field, e.g. --set steps=20.")
+                   help="Override a meta-training config field, e.g. --set steps=20 (plain steps=20 works too).")
+    add_key_values(p)
     p.set_defaults(func=run)
 
 
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.config).is_file():
         raise ConfigError(f"--config {args.config} does not exist; the demo config ships in recipes/configs/ of the source checkout")
     opts = BenchOptions(methods=["meta", "vanilla", "multitask"], out=Path(args.out), shots=5, seeds=tuple(args.seeds),
-                        backbone=args.backbone, meta_config=args.config, meta_overrides=tuple(args.overrides),
+                        backbone=args.backbone, meta_config=args.config, meta_overrides=tuple(overrides(args)),
                         curve_steps=(0, 1, 2, 5, 10, 25))
     run_synthetic(opts)
     return 0
