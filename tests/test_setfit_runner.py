@@ -38,11 +38,32 @@ def test_setfit_fits_its_support_set_and_maps_labels_back(runner, tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
 
 
-def test_setfit_starts_every_run_from_the_pretrained_body(runner):
+def test_setfit_starts_every_run_from_the_pretrained_body(runner, monkeypatch):
+    """The body each run starts training from is the pretrained one, not the body the last run trained."""
+    import torch
+
+    starts, ends = [], []
+    real_train = setfit.Trainer.train
+
+    def spy(self, *args, **kwargs):
+        def weights():
+            return {k: v.detach().clone() for k, v in self.model.model_body.state_dict().items()}
+
+        starts.append(weights())
+        result = real_train(self, *args, **kwargs)
+        ends.append(weights())
+        return result
+
+    monkeypatch.setattr(setfit.Trainer, "train", spy)
     texts, labels = POS + NEG, [1] * 4 + [0] * 4
     a = runner.run(texts, labels, 2, POS[:2] + NEG[:2], [1, 1, 0, 0], seed=3)
     b = runner.run(texts, labels, 2, POS[:2] + NEG[:2], [1, 1, 0, 0], seed=3)
-    assert a.metrics == b.metrics  # a run that trained on top of the previous one's body would differ
+    assert len(starts) == len(ends) == 2
+    moved = [k for k in starts[0] if not torch.equal(starts[0][k], ends[0][k])]
+    assert moved, "the first run must change the body, or this test proves nothing"
+    for k, v in starts[0].items():
+        assert torch.equal(starts[1][k], v), k  # run 2 starts where run 1 started, not where it ended
+    assert a.metrics == b.metrics
 
 
 def test_setfit_truncates_at_the_backbones_max_length(runner):
