@@ -88,6 +88,10 @@ def register(sub) -> None:
     sp.add_argument("--processes", default="1", help="Process counts for the meta-training throughput measurement, e.g. 1,2 (2 runs accelerate's CPU launcher; slow). Default 1.")
     sp.add_argument("--meta-steps", type=int, default=3, help="Outer steps in the process-count measurement (default 3).")
     sp.set_defaults(func=run_speed)
+
+    from metalora.bench.serve import register as register_serve  # noqa: E402 - `bench serve` keeps its parser beside its code
+
+    register_serve(bsub)
     p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
 
 
