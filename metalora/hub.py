@@ -225,7 +225,11 @@ def _check_safetensors(path: Path) -> None:
             header = json.loads(f.read(size))
             if not isinstance(header, dict):
                 raise ValueError("header is not a JSON object")
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+            # a file cut off after its header (a full disk, a partial copy) is shorter than its tensors say
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            if path.stat().st_size < 8 + size + end:
+                raise ValueError(f"cut off: {path.stat().st_size} bytes, its header describes {8 + size + end}")
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, IndexError) as exc:
         raise HubError(f"{path} is not a valid safetensors file ({exc}); re-save the adapter with "
                        "safetensors") from None
 

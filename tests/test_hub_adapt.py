@@ -71,3 +71,14 @@ def test_an_unknown_commit_is_never_recorded_as_a_branch(server, tmp_path, monke
     monkeypatch.setattr(hub, "hub_origin", lambda folder: None)
     with pytest.raises(DataError, match=r"pulled org/meta-init@main into .* cannot tell which commit"):
         adapt(str(local_card), init="org/meta-init@main", config=AdaptConfig(steps=0))
+
+
+def test_push_refuses_a_cut_off_weights_file(server, tmp_path):  # noqa: F811
+    from test_hub import make_adapter
+
+    folder = make_adapter(tmp_path / "a", seed=5)
+    weights = folder / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-16])  # the header is intact, the last tensor is cut off
+    with pytest.raises(hub.HubError, match=rf"{weights} is not a valid safetensors file \(cut off: "):
+        hub.push(folder, "org/cut-off")
+    assert "org/cut-off" not in server.state.repos
