@@ -215,32 +215,6 @@ dist.destroy_process_group()
 """
 
 
-def test_other_algorithms_two_processes_give_the_one_process_init(tmp_path, tiny_backbone):
-    common = ["meta_batch=4", "steps=2", "log_with=none", "checkpoint_every=0"]  # 2 episodes per process per step
-    script = tmp_path / "grouped.py"
-    script.write_text(GROUPED_RUNS)
-    runs = [[*extra, *common, f"output_dir={tmp_path / 'two' / name}"] for name, extra in OTHER_ALGORITHMS.items()]
-    out = run_checked([
-        accelerate_cli(), "launch", "--config_file", ACCELERATE_CONFIG, "--multi_gpu", "--num_processes", "2",
-        "--main_process_port", free_port(), script, SMOKE, json.dumps(runs),
-    ])
-    for name in OTHER_ALGORITHMS:
-        assert f"done {name} processes=2 DistributedType.MULTI_CPU" in out, out[-3000:]
-    for name, extra in OTHER_ALGORITHMS.items():
-        one, two = tmp_path / "one" / name, tmp_path / "two" / name
-        trainer(smoke_cfg(one, *extra, *common), tiny_backbone).train(resume=False)
-        assert_same_init(one / "final-init", two / "final-init", atol=1e-5)
-        h1 = json.loads((one / "history.json").read_text())
-        h2 = json.loads((two / "history.json").read_text())
-        assert [r["step"] for r in h1] == [r["step"] for r in h2] == [1, 2]
-        for r1, r2 in zip(h1, h2):
-            assert r1.keys() == r2.keys()
-            for k in r1:
-                assert r1[k] == pytest.approx(r2[k], abs=1e-5), (name, k)
-        moved = lora_b(two / "final-init")  # not vacuous: LoRA B starts at zero
-        assert moved and all(v.abs().max() > 1e-5 for v in moved.values()), name
-
-
 # One Python start for every killed run: the runs are forked children of a process that has only
 # imported metalora, each SIGKILLed right after its first checkpoint (a sleep per episode makes room).
 KILLED_RUNS = """
@@ -276,25 +250,54 @@ print("KILLED " + json.dumps(report), flush=True)
 """
 
 
-def test_other_algorithms_killed_runs_resume_to_the_uninterrupted_init(tmp_path, tiny_backbone):
-    common = ["steps=6", "checkpoint_every=2", "eval_every=3", "log_with=none"]
-    script = tmp_path / "killed.py"
-    script.write_text(KILLED_RUNS)
-    runs = {name: [*extra, *common, f"output_dir={tmp_path / 'run' / name}"] for name, extra in OTHER_ALGORITHMS.items()}
-    out = run_checked([sys.executable, script, SMOKE, json.dumps(runs), SUBPROCESS_TIMEOUT - 60])
-    killed = json.loads(re.search(r"KILLED (.*)", out).group(1))
-    assert killed == {name: True for name in OTHER_ALGORITHMS}, out[-3000:]
+def test_other_algorithms_two_processes_and_killed_runs_give_the_uninterrupted_one_process_init(tmp_path, tiny_backbone):
+    """For each algorithm, three runs of the same config end at the same init: one process uninterrupted
+    (the reference), two gloo processes, and one process SIGKILLed after its first checkpoint and resumed.
+    The 2-process runs share one launch and the killed runs one Python start, started side by side."""
+    common = ["meta_batch=4", "steps=4", "checkpoint_every=2", "eval_every=4", "log_with=none"]  # 2 episodes per process
+    (tmp_path / "grouped.py").write_text(GROUPED_RUNS)
+    (tmp_path / "killed.py").write_text(KILLED_RUNS)
+    two = [[*extra, *common, f"output_dir={tmp_path / 'two' / name}"] for name, extra in OTHER_ALGORITHMS.items()]
+    killed = {name: [*extra, *common, f"output_dir={tmp_path / 'killed' / name}"] for name, extra in OTHER_ALGORITHMS.items()}
+    launches = {
+        "two": [accelerate_cli(), "launch", "--config_file", ACCELERATE_CONFIG, "--multi_gpu", "--num_processes", "2",
+                "--main_process_port", free_port(), tmp_path / "grouped.py", SMOKE, json.dumps(two)],
+        "killed": [sys.executable, tmp_path / "killed.py", SMOKE, json.dumps(killed), SUBPROCESS_TIMEOUT - 60],
+    }
+    procs = {k: subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=sub_env(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True) for k, cmd in launches.items()}
+    outs = {k: p.communicate(timeout=SUBPROCESS_TIMEOUT)[0] for k, p in procs.items()}
+    for k, p in procs.items():
+        assert p.returncode == 0, f"{k} failed ({p.returncode}):\n{outs[k][-4000:]}"
+    was_killed = json.loads(re.search(r"KILLED (.*)", outs["killed"]).group(1))
+    assert was_killed == {name: True for name in OTHER_ALGORITHMS}, outs["killed"][-3000:]
+
     for name, extra in OTHER_ALGORITHMS.items():
-        run = tmp_path / "run" / name
-        written = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
-        assert written and "step-0000006" not in written and not (run / "final-init").exists(), (name, written)
-        trainer(smoke_cfg(run, *extra, *common), tiny_backbone).train(resume=True)
-        ref = tmp_path / "ref" / name
+        assert f"done {name} processes=2 DistributedType.MULTI_CPU" in outs["two"], outs["two"][-3000:]
+        ref = tmp_path / "one" / name
         trainer(smoke_cfg(ref, *extra, *common), tiny_backbone).train(resume=False)
-        assert_same_init(ref / "final-init", run / "final-init", atol=1e-6)
         h_ref = json.loads((ref / "history.json").read_text())
+        assert [r["step"] for r in h_ref] == [1, 2, 3, 4]
+        moved = lora_b(ref / "final-init")  # not vacuous: LoRA B starts at zero
+        assert moved and all(v.abs().max() > 1e-5 for v in moved.values()), name
+
+        # two processes: the same global episodes, averaged over the same count
+        assert_same_init(ref / "final-init", tmp_path / "two" / name / "final-init", atol=1e-5)
+        h_two = json.loads((tmp_path / "two" / name / "history.json").read_text())
+        assert [r.keys() for r in h_two] == [r.keys() for r in h_ref]
+        for a, b in zip(h_ref, h_two):
+            for k in a:
+                assert a[k] == pytest.approx(b[k], abs=1e-5), (name, k)
+
+        # killed after its first checkpoint, then resumed by the same command
+        run = tmp_path / "killed" / name
+        written = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
+        assert written and "step-0000004" not in written and not (run / "final-init").exists(), (name, written)
+        trainer(smoke_cfg(run, *extra, *common), tiny_backbone).train(resume=True)
+        assert_same_init(ref / "final-init", run / "final-init", atol=1e-6)
+        assert_same_init(ref / "meta-init", run / "meta-init", atol=1e-6)
         h_run = json.loads((run / "history.json").read_text())
-        assert [r["step"] for r in h_run] == list(range(1, 7))
+        assert [r["step"] for r in h_run] == [1, 2, 3, 4]
         for a, b in zip(h_ref, h_run):
             assert a == pytest.approx(b, abs=1e-6), name
         assert no_partial_folders(run) == []
