@@ -4,14 +4,16 @@ For 1, 10 and 50 adapters (`--adapters`) of one backbone, each setting is measur
 process (so its peak memory is its own):
 
 - one backbone (`metalora.api.load_adapters`): texts/s over a batch job whose texts cycle through every
-  loaded scenario, predicted as mixed batches (peft's `adapter_names`, one forward per batch) and, for
-  comparison, grouped by scenario (`mixed=False`); the process's peak resident memory.
+  loaded scenario, predicted as mixed batches (peft's `adapter_names`, one forward per batch), grouped
+  by scenario (`mixed=False`), and with every text sent to one adapter (a single adapter's cost, timed
+  in turn with the others in the same process, so a neighbour's load cannot skew the ratio).
 - one model per adapter (`metalora.api.load_adapter` once per adapter, the alternative a user has
   without multi-adapter serving): the same texts, each adapter's share through its own model.
 
 Reported: texts/s (median over `--repeats` timed passes after a warm-up, with the worst pass and the
-spread), peak memory, memory added per adapter, and the two targets: 50 adapters within 1.3x the
-memory of one, and mixed-batch throughput within 1.5x of a single adapter's. Adapters are real saved
+spread), resident memory after loading and peak memory, memory added per adapter, and the two
+targets: 50 adapters within 1.3x the (peak) memory of one, and mixed-batch throughput within 1.5x of a
+single adapter's. Adapters are real saved
 folders with random, non-zero LoRA weights and heads of 2-5 labels (the values do not change the cost);
 texts are the synthetic suite's reviews and listings. Peak memory on a CPU is the process's peak
 resident set (ru_maxrss, imports included); on CUDA the allocator's peak.
@@ -79,18 +81,37 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _timed(fn, repeats: int) -> list[float]:
-    fn()  # warm-up
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def _rss_mb() -> float:
+    """Resident memory now (Linux /proc), or the peak where /proc is missing."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return _peak_mb()
+    import os
+
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """One warm-up of each, then `repeats` rounds that time each in turn: a neighbour's load on a shared
+    machine then slows every variant alike, so their ratio holds even when the absolute figures move."""
+    for fn in fns.values():
         fn()
-        out.append(time.perf_counter() - t0)
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            out[key].append(time.perf_counter() - t0)
     return out
 
 
 def measure(mode: str, folders: Sequence[str], texts: Sequence[str], batch_size: int, repeats: int) -> dict:
-    """texts/s and peak memory of serving `texts` (scenarios cycling over the adapters) one way."""
+    """texts/s and memory of serving `texts` (scenarios cycling over the adapters) one way.
+
+    shared: `mixed` (every batch mixes scenarios), `grouped` (one scenario per forward) and `single`
+    (every text to the first adapter: what one adapter alone costs, measured in the same process);
+    separate: one model per adapter, each adapter's share through its own model."""
     from metalora.api import load_adapter, load_adapters
 
     n = len(folders)
@@ -98,12 +119,15 @@ def measure(mode: str, folders: Sequence[str], texts: Sequence[str], batch_size:
     if mode == "separate":
         models = [load_adapter(f) for f in folders]
         names = [m.metadata["scenario"]["name"] for m in models]
+        params = [p for m in models for p in m.model.parameters()] + [m.params[k] for m in models for k in ("head.weight", "head.bias")]
     else:
         multi = load_adapters(list(folders))
         names = list(multi.scenarios)
-    load_s = time.perf_counter() - t0
+        params = list(multi.model.parameters()) + [a.head[k] for a in multi.adapters.values() for k in ("head.weight", "head.bias")]
+    result: dict = {"mode": mode, "adapters": n, "texts": len(texts), "load_seconds": time.perf_counter() - t0,
+                    "rss_after_load_mb": _rss_mb(), "parameters": sum(p.numel() for p in params),
+                    "parameter_mb": sum(p.numel() * p.element_size() for p in params) / 2**20}
     scenario = [names[i % n] for i in range(len(texts))]
-    result: dict = {"mode": mode, "adapters": n, "texts": len(texts), "load_seconds": load_s}
     if mode == "separate":
         shares = [[t for t, s in zip(texts, scenario) if s == name] for name in names]
 
@@ -112,17 +136,20 @@ def measure(mode: str, folders: Sequence[str], texts: Sequence[str], batch_size:
                 if share:
                     model.predict(share, batch_size=batch_size)
 
-        runs = {"separate": _timed(run, repeats)}
-        params = sum(p.numel() for m in models for p in m.model.parameters())
+        runs = _interleaved({"separate": run}, repeats)
     else:
-        runs = {"mixed": _timed(lambda: multi.predict(texts, scenario=scenario, batch_size=batch_size), repeats),
-                "grouped": _timed(lambda: multi.predict(texts, scenario=scenario, batch_size=batch_size, mixed=False), repeats)}
-        params = sum(p.numel() for p in multi.model.parameters())
+        runs = _interleaved({
+            "single": lambda: multi.predict(texts, scenario=names[0], batch_size=batch_size),
+            "mixed": lambda: multi.predict(texts, scenario=scenario, batch_size=batch_size),
+            "grouped": lambda: multi.predict(texts, scenario=scenario, batch_size=batch_size, mixed=False),
+        }, repeats)
     for key, secs in runs.items():
         rates = [len(texts) / s for s in secs]
         result[key] = {"texts_per_s": statistics.median(rates), "worst_texts_per_s": min(rates),
                        "spread_texts_per_s": max(rates) - min(rates), "seconds": secs}
-    result["parameters"] = params
+    if mode != "separate":
+        # per round: single-adapter seconds over mixed seconds is (mixed texts/s) / (single texts/s)
+        result["mixed_vs_single"] = statistics.median(m / s for m, s in zip(runs["mixed"], runs["single"]))
     result["peak_mb"] = _peak_mb()
     return result
 
@@ -190,12 +217,17 @@ def summarize(report: dict, counts: Sequence[int]) -> dict:
     runs = report["runs"]
     lo, hi = counts[0], counts[-1]
     one, many = runs[f"shared-{lo}"], runs[f"shared-{hi}"]
+    per = (lambda key, mode: (runs[f"{mode}-{hi}"][key] - runs[f"{mode}-{lo}"][key]) / (hi - lo)
+           if hi > lo and f"{mode}-{hi}" in runs and f"{mode}-{lo}" in runs else None)
     out = {"from": lo, "to": hi,
            "memory_ratio": many["peak_mb"] / one["peak_mb"],
-           "throughput_ratio": one["mixed"]["texts_per_s"] / many["mixed"]["texts_per_s"],
-           "shared_mb_per_adapter": (many["peak_mb"] - one["peak_mb"]) / (hi - lo) if hi > lo else None}
-    if f"separate-{hi}" in runs and f"separate-{lo}" in runs and hi > lo:
-        out["separate_mb_per_adapter"] = (runs[f"separate-{hi}"]["peak_mb"] - runs[f"separate-{lo}"]["peak_mb"]) / (hi - lo)
+           "rss_after_load_ratio": many["rss_after_load_mb"] / one["rss_after_load_mb"],
+           # the target: a single adapter's texts/s over mixed-batch texts/s, both timed in the hi-adapter process
+           "throughput_ratio": many["mixed_vs_single"],
+           "throughput_ratio_across_processes": one["mixed"]["texts_per_s"] / many["mixed"]["texts_per_s"],
+           "shared_mb_per_adapter": per("rss_after_load_mb", "shared"),
+           "shared_parameter_mb_per_adapter": per("parameter_mb", "shared"),
+           "separate_mb_per_adapter": per("rss_after_load_mb", "separate")}
     out["memory_target_met"] = out["memory_ratio"] <= MEMORY_TARGET
     out["throughput_target_met"] = out["throughput_ratio"] <= THROUGHPUT_TARGET
     return out
@@ -212,28 +244,34 @@ def serve_markdown(report: dict) -> str:
              f"metalora {report['metalora_version']}, torch {report['torch']}, {report['device']}, {report['threads']} thread(s); "
              f"{report['texts']} texts (mean {report.get('mean_tokens', 0):.0f} tokens), batch {report['batch_size']}, "
              f"LoRA r={report['lora']['r']} on {'the top ' + str(report['lora']['top_layers']) if report['lora']['top_layers'] else 'all'} "
-             f"layer(s); texts/s = median of {report['repeats']} passes (worst, spread); each setting in its own process.", "",
-             "| adapters | one backbone, mixed batches: texts/s | grouped by scenario: texts/s | peak MB "
-             "| one model per adapter: texts/s | peak MB |",
-             "|---|---|---|---|---|---|"]
+             f"layer(s). texts/s: median of {report['repeats']} passes (worst, spread), the variants of one process timed "
+             "in turn; memory: resident after loading / peak (each setting in its own process).", "",
+             "| adapters | one backbone: mixed batches texts/s | grouped by scenario | every text to one adapter "
+             "| MB after load / peak | one model per adapter: texts/s | MB after load / peak |",
+             "|---|---|---|---|---|---|---|"]
 
     def rate(entry: dict | None) -> str:
         if not entry:
             return "n/a"
         return f"{entry['texts_per_s']:.1f} (worst {entry['worst_texts_per_s']:.1f}, ± {entry['spread_texts_per_s']:.1f})"
 
+    def mem(entry: dict | None) -> str:
+        return "n/a" if not entry else f"{entry['rss_after_load_mb']:.0f} / {entry['peak_mb']:.0f}"
+
     for n in counts:
         sh, sep = runs.get(f"shared-{n}"), runs.get(f"separate-{n}")
-        lines.append(f"| {n} | {rate(sh and sh.get('mixed'))} | {rate(sh and sh.get('grouped'))} | {_f(sh and sh['peak_mb'], 0)} "
-                     f"| {rate(sep and sep.get('separate'))} | {_f(sep and sep['peak_mb'], 0)} |")
+        lines.append(f"| {n} | {rate(sh and sh.get('mixed'))} | {rate(sh and sh.get('grouped'))} | {rate(sh and sh.get('single'))} "
+                     f"| {mem(sh)} | {rate(sep and sep.get('separate'))} | {mem(sep)} |")
     ok = {True: "met", False: "NOT met"}
     lines += ["",
-              f"- memory added per adapter: one backbone {_f(s['shared_mb_per_adapter'], 2)} MB, "
-              f"one model per adapter {_f(s.get('separate_mb_per_adapter'), 1)} MB",
-              f"- memory, {s['to']} adapters vs {s['from']} on one backbone: {s['memory_ratio']:.3f}x "
-              f"(target <= {MEMORY_TARGET}x: {ok[s['memory_target_met']]})",
-              f"- single-adapter texts/s over {s['to']}-adapter mixed-batch texts/s: {s['throughput_ratio']:.3f}x "
-              f"(target <= {THROUGHPUT_TARGET}x: {ok[s['throughput_target_met']]})"]
+              f"- memory added per adapter (resident after loading): one backbone {_f(s['shared_mb_per_adapter'], 2)} MB "
+              f"(its tensors: {_f(s['shared_parameter_mb_per_adapter'], 2)} MB), one model per adapter "
+              f"{_f(s['separate_mb_per_adapter'], 1)} MB",
+              f"- peak memory, {s['to']} adapters vs {s['from']} on one backbone: {s['memory_ratio']:.3f}x "
+              f"(after loading: {s['rss_after_load_ratio']:.3f}x; target <= {MEMORY_TARGET}x: {ok[s['memory_target_met']]})",
+              f"- a single adapter's texts/s over {s['to']}-adapter mixed-batch texts/s (same process, timed in turn): "
+              f"{s['throughput_ratio']:.3f}x (target <= {THROUGHPUT_TARGET}x: {ok[s['throughput_target_met']]}); "
+              f"across processes ({s['from']}-adapter process vs {s['to']}): {s['throughput_ratio_across_processes']:.3f}x"]
     return "\n".join(lines) + "\n"
 
 
@@ -247,17 +285,21 @@ def serve_png(report: dict, path: Path) -> Path:
     counts = sorted({r["adapters"] for r in runs.values()})
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     for mode, key, label in (("shared", "mixed", "one backbone, mixed"), ("shared", "grouped", "one backbone, grouped"),
-                             ("separate", "separate", "one model per adapter")):
+                             ("shared", "single", "one backbone, one adapter"), ("separate", "separate", "one model per adapter")):
         xs = [n for n in counts if f"{mode}-{n}" in runs]
         if xs:
             a.plot(xs, [runs[f"{mode}-{n}"][key]["texts_per_s"] for n in xs], marker="o", label=label)
-            if key != "grouped":
-                b.plot(xs, [runs[f"{mode}-{n}"]["peak_mb"] for n in xs], marker="o", label=label.split(",")[0])
+    for mode, label in (("shared", "one backbone"), ("separate", "one model per adapter")):
+        xs = [n for n in counts if f"{mode}-{n}" in runs]
+        if xs:
+            line = b.plot(xs, [runs[f"{mode}-{n}"]["rss_after_load_mb"] for n in xs], marker="o", label=f"{label}, after load")
+            b.plot(xs, [runs[f"{mode}-{n}"]["peak_mb"] for n in xs], marker="x", linestyle="--", color=line[0].get_color(),
+                   label=f"{label}, peak")
     a.set_xlabel("adapters")
     a.set_ylabel("texts/s")
     a.legend(fontsize=8)
     b.set_xlabel("adapters")
-    b.set_ylabel("peak MB")
+    b.set_ylabel("MB")
     b.legend(fontsize=8)
     fig.suptitle(f"metalora bench serve: {report['backbone']}")
     fig.tight_layout()
