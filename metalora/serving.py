@@ -155,7 +155,8 @@ class MultiAdapterModel:
             rows = [i for i, s in enumerate(names) if s == name]
             served = self.adapters[name]
             with torch.no_grad():
-                p = torch.softmax(head_logits(served.head, feats[rows]), dim=-1).cpu().numpy()
+                x = feats[rows].to(served.head["head.weight"].dtype)  # a bf16 / fp16 backbone, a float head
+                p = torch.softmax(head_logits(served.head, x), dim=-1).float().cpu().numpy()
             for i, row in zip(rows, p):
                 k = int(row.argmax())
                 labels[i], ids[i] = served.label_names[k], k
