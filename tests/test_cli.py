@@ -81,7 +81,7 @@ def test_subcommand_help(command, flags):
         assert flag in res.stdout, flag
 
 
-def _all_parsers() -> dict[str, "argparse.ArgumentParser"]:
+def _all_parsers() -> dict:
     """Every (sub)command's parser, by its command words ("" for the top level, "bench arsc", ...)."""
     import argparse
 
