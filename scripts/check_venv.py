@@ -3,8 +3,8 @@
 `bash scripts/test.sh` runs it with .venv's Python before deciding to call scripts/setup.sh, so a
 complete .venv is used as is (no pip, no registry: the tests rerun offline) and an incomplete one gets
 only what it lacks. Complete means: every requirement of setup.cfg's `install_requires` and `test`
-extra is installed at a matching version (markers honoured), and `metalora` is installed from this
-checkout. Run it isolated (`python -I scripts/check_venv.py ROOT`) so the current folder does not count.
+extra is installed at a matching version (markers honoured), `metalora` is installed from this
+checkout, and the part packages of split backbones (mpnet) are at their pinned versions. Run it isolated (`python -I scripts/check_venv.py ROOT`) so the current folder does not count.
 """
 from __future__ import annotations
 
@@ -43,9 +43,22 @@ def missing(root: Path) -> list[str]:
         import metalora
     except ImportError:
         out.append("metalora (pip install -e .)")
-    else:
-        if Path(metalora.__file__).resolve().parents[1] != root.resolve():
-            out.append(f"metalora from this checkout (installed from {Path(metalora.__file__).resolve().parents[1]})")
+        return out
+    if Path(metalora.__file__).resolve().parents[1] != root.resolve():
+        out.append(f"metalora from this checkout (installed from {Path(metalora.__file__).resolve().parents[1]})")
+    try:  # models split over part packages, which setup.sh installs with --no-deps (metalora.part_packages)
+        from metalora.part_packages import SPLIT_MODELS
+    except ImportError:
+        return out
+    for spec in SPLIT_MODELS.values():
+        for pin in spec.pins:
+            name, _, version = pin.partition("==")
+            try:
+                have = md.version(name)
+            except md.PackageNotFoundError:
+                have = None
+            if have != version:
+                out.append(f"{pin} (the {spec.name} backbone; have {have or 'none'})")
     return out
 
 
