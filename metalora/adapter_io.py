@@ -332,3 +332,8 @@ class AdapterFolder:
                 raise BackboneError(f"{self.path}: LoRA weight {key} has shape {tuple(self.tensors[key].shape)}, "
                                     f"the model expects {tuple(named[name].shape)}")
         return {name: self.tensors[key] for key, name in table.items()}
+
+
+def load_params(path: str | Path, model: LoraClassifier) -> Params:
+    """The LoRA weights of a saved folder as `model`'s functional params (a shortcut over `AdapterFolder`)."""
+    return AdapterFolder.read(path).lora_params(model)
