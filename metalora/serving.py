@@ -6,31 +6,33 @@ spends nearly all its memory on copies of the same frozen weights.
 
 How: peft holds each adapter as a named LoRA adapter inside the same model. A batch that mixes
 scenarios runs as one forward pass with peft's mixed-batch inference (`adapter_names=[...]`, one name
-per row): each LoRA layer adds every row's own adapter to the shared frozen output. Each row then gets
-its own scenario's head. `mixed=False` instead runs one forward per scenario (the batch grouped by
-scenario), which is what a process without mixed batches would do; the bench compares the two.
-Rows are sorted by length before batching, so a batch carries little padding.
+per row): each LoRA layer adds every row's own adapter to the shared frozen output. The forward is the
+model's own (`LoraClassifier.features`: decoder positions, pooling, normalisation), run inside peft's
+routing, so it cannot drift from what a single adapter computes. Each row then gets its own
+scenario's head. `mixed=False` instead runs scenario by scenario with that adapter active (what a
+process without mixed batches would do; the bench compares the two), and so do label-word heads,
+whose scoring makes its own passes. Rows are sorted by length before batching (little padding).
 
 Inputs are cut and pooled as each adapter was trained (`metalora.json` records it); adapters that
 disagree on that are refused at load, as are adapters for another backbone.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-
 from metalora.adapter_io import AdapterFolder
 from metalora.backbones import load_backbone
 from metalora.errors import BackboneError, DataError
-from metalora.model import Encoded, LoraClassifier, Params, head_logits, lora_config, pool
+from metalora.label_words import WORDS_KEY
+from metalora.model import Encoded, LoraClassifier, Params, head_logits, lora_config
 
-INPUT_FIELDS = ("max_length", "truncation", "head_tokens", "pooling")
+INPUT_FIELDS = ("max_length", "truncation", "head_tokens", "pooling", "scoring", "prompt")
 
 
 def check_texts(texts: Sequence[str] | str) -> list[str]:
@@ -124,6 +126,11 @@ class MultiAdapterModel:
     def scenarios(self) -> tuple[str, ...]:
         return tuple(self.adapters)
 
+    @property
+    def label_words(self) -> bool:
+        """Label-word heads (decoders scoring each class's word) instead of a linear head on pooled features."""
+        return any(WORDS_KEY in a.head for a in self.adapters.values())
+
     # -- prediction -----------------------------------------------------------------------------------
     def resolve_scenarios(self, scenario: str | Sequence[str] | None, n: int) -> list[str]:
         """One known scenario name per text (a single name serves all); errors name the loaded ones."""
@@ -143,59 +150,81 @@ class MultiAdapterModel:
     def predict(self, texts: Sequence[str] | str, scenario: str | Sequence[str] | None = None, batch_size: int = 64,
                 mixed: bool = True) -> MultiPrediction:
         """Label each text with its scenario's adapter. `scenario`: one name per text, or one for all
-        (optional when a single adapter is loaded). Everything is checked before any forward pass."""
+        (optional when a single adapter is loaded). Everything is checked before any forward pass.
+
+        mixed=True: batches mix scenarios (peft's `adapter_names`); label-word heads, whose scoring runs
+        its own passes, and mixed=False go scenario by scenario with that adapter active."""
         texts = check_texts(texts)
         names = self.resolve_scenarios(scenario, len(texts))
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
-        feats = self.features(texts, names, batch_size, mixed)
-        n = len(texts)
-        labels, ids, probs = [""] * n, np.zeros(n, dtype=np.int64), [{} for _ in range(n)]
-        for name in dict.fromkeys(names):
-            rows = [i for i, s in enumerate(names) if s == name]
+        probs = self.probabilities(texts, names, batch_size, mixed)
+        labels, ids, out = [], np.zeros(len(texts), dtype=np.int64), []
+        for i, (name, row) in enumerate(zip(names, probs)):
             served = self.adapters[name]
-            with torch.no_grad():
-                x = feats[rows].to(served.head["head.weight"].dtype)  # a bf16 / fp16 backbone, a float head
-                p = torch.softmax(head_logits(served.head, x), dim=-1).float().cpu().numpy()
-            for i, row in zip(rows, p):
-                k = int(row.argmax())
-                labels[i], ids[i] = served.label_names[k], k
-                probs[i] = {label: float(v) for label, v in zip(served.label_names, row)}
-        return MultiPrediction(names, labels, ids, probs)
+            k = int(row.argmax())
+            labels.append(served.label_names[k])
+            ids[i] = k
+            out.append({label: float(v) for label, v in zip(served.label_names, row)})
+        return MultiPrediction(names, labels, ids, out)
 
     @torch.no_grad()
-    def features(self, texts: list[str], names: list[str], batch_size: int = 64, mixed: bool = True) -> torch.Tensor:
-        """Pooled, normalised features [N, H] of each text under its own scenario's LoRA weights."""
+    def probabilities(self, texts: list[str], names: list[str], batch_size: int = 64, mixed: bool = True) -> list[np.ndarray]:
+        """Each text's class probabilities under its own scenario's adapter and head."""
         model = self.model
         ids, mask = model.tokenize(texts)
         enc = Encoded(ids, mask)
-        order = sorted(range(len(texts)), key=lambda i: int(mask[i].sum()))
-        out = torch.zeros(len(texts), model.backbone.hidden_size, device=model.device)
+        lengths = mask.sum(1).tolist()
+        out: list[np.ndarray | None] = [None] * len(texts)
+        if mixed and not self.label_words:
+            feats = self.features(texts, names, batch_size, enc=enc)
+            for name in dict.fromkeys(names):
+                rows = [i for i, s in enumerate(names) if s == name]
+                head = self.adapters[name].head
+                x = feats[rows].to(head["head.weight"].dtype)  # a bf16 / fp16 backbone, a float head
+                for i, p in zip(rows, torch.softmax(head_logits(head, x), dim=-1).float().cpu().numpy()):
+                    out[i] = p
+            return out
         with self._lock:
-            for batch in _batches(order, names, batch_size, mixed):
-                part = enc.select(batch)
-                adapters = [self.adapters[names[i]].adapter for i in batch]
-                out[batch] = self._forward(part, adapters)
+            for name in dict.fromkeys(names):
+                rows = sorted((i for i, s in enumerate(names) if s == name), key=lambda i: lengths[i])
+                served = self.adapters[name]
+                with self._active(served.adapter):  # what a process without mixed batches does
+                    p = model.predict_proba(served.head, enc.select(rows), batch_size).float().numpy()
+                for i, row in zip(rows, p):
+                    out[i] = row
         return out
 
-    def _forward(self, enc: Encoded, adapters: list[str]) -> torch.Tensor:
+    @torch.no_grad()
+    def features(self, texts: list[str], names: list[str], batch_size: int = 64, enc: Encoded | None = None) -> torch.Tensor:
+        """Pooled, normalised features [N, H] of each text under its own scenario's LoRA weights: batches
+        in length order that mix scenarios, each through the model's own forward with peft routing row i
+        through adapter i (`adapter_names`)."""
         model = self.model
-        ids, mask = enc.ids.to(model.device), enc.mask.to(model.device)
-        # peft's LoRA mixed-batch inference: each row through its own adapter, in one pass
-        h = model.peft(input_ids=ids, attention_mask=mask, adapter_names=adapters).last_hidden_state
-        return F.normalize(pool(h, mask, model.backbone.pooling), dim=-1)
+        if enc is None:
+            ids, mask = model.tokenize(texts)
+            enc = Encoded(ids, mask)
+        order = sorted(range(len(texts)), key=lambda i: int(enc.mask[i].sum()))
+        out = torch.zeros(len(texts), model.backbone.hidden_size, device=model.device)
+        with self._lock:
+            for start in range(0, len(order), batch_size):
+                batch = order[start:start + batch_size]
+                adapters = [self.adapters[names[i]].adapter for i in batch]
+                with model.peft._enable_peft_forward_hooks(adapter_names=adapters):  # what forward(adapter_names=) does
+                    out[batch] = model.features(None, enc.select(batch)).to(out.dtype)
+        return out
 
-
-def _batches(order: list[int], names: list[str], size: int, mixed: bool) -> Iterable[list[int]]:
-    """Rows in length order, `size` at a time: any mix of scenarios, or (mixed=False) one scenario per batch."""
-    if mixed:
-        for start in range(0, len(order), size):
-            yield order[start:start + size]
-        return
-    for name in dict.fromkeys(names[i] for i in order):
-        rows = [i for i in order if names[i] == name]
-        for start in range(0, len(rows), size):
-            yield rows[start:start + size]
+    @contextlib.contextmanager
+    def _active(self, adapter: str) -> Iterator[None]:
+        """`adapter` as peft's active adapter for a block (then back to the first one, everything frozen)."""
+        peft = self.model.peft
+        peft.set_adapter(adapter)
+        try:
+            yield
+        finally:
+            peft.set_adapter("default")
+            for p in self.model.parameters():
+                p.requires_grad_(False)
 
 
 # -- load-time checks ---------------------------------------------------------------------------------
@@ -237,5 +266,5 @@ def _check_same_inputs(folders: list[AdapterFolder], names: list[str]) -> None:
     for name, f in zip(names[1:], folders[1:]):
         if inputs(f) != first:
             diff = [f"{k} {a!r} vs {b!r}" for k, a, b in zip(INPUT_FIELDS, first, inputs(f)) if a != b]
-            raise DataError(f"adapters {names[0]} ({folders[0].path}) and {name} ({f.path}) were trained on inputs cut "
+            raise DataError(f"adapters {names[0]} ({folders[0].path}) and {name} ({f.path}) were trained to read their inputs "
                             f"differently ({', '.join(diff)}); serve them in separate load_adapters calls")

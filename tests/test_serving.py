@@ -13,6 +13,7 @@ from metalora.adapter_io import AdapterFolder, save_folder
 from metalora.api import load_adapter, load_adapters
 from metalora.config import LoraSettings
 from metalora.errors import BackboneError, DataError
+from metalora.label_words import BIAS_KEY, WORDS_KEY, template, word_ids
 from metalora.model import SCALE_KEY, LoraClassifier
 from metalora.serving import MultiAdapterModel
 
@@ -28,7 +29,10 @@ def make_adapter(path: Path, tiny_backbone, *, backbone: str = "tiny-bert", scen
     model = LoraClassifier(tiny_backbone(backbone, **backbone_cfg), lora)
     g = torch.Generator().manual_seed(seed)
     params = {k: torch.randn(v.shape, generator=g) * 0.5 for k, v in model.default_lora.items()}
-    if kind == "adapter":
+    if kind == "adapter" and backbone_cfg.get("scoring") == "label_words":  # the labels are the words
+        params[WORDS_KEY] = word_ids(model.backbone.tokenizer, template(model.backbone.config), list(labels), where="test")
+        params[BIAS_KEY] = torch.randn(len(labels), generator=g)
+    elif kind == "adapter":
         params["head.weight"] = torch.randn(len(labels), model.backbone.hidden_size, generator=g)
         params["head.bias"] = torch.randn(len(labels), generator=g)
         params[SCALE_KEY] = torch.tensor(1.0)
@@ -96,6 +100,30 @@ def test_decoders_mix_scenarios_too(tmp_path, tiny_backbone, backbone):
                      torch.from_numpy(alone.predict([TEXTS[j] for j in rows]).probabilities))
 
 
+@pytest.mark.parametrize("mixed", [True, False], ids=["mixed", "grouped"])
+def test_label_word_heads_are_served_too(tmp_path, tiny_backbone, mixed):
+    """Decoders scoring label words (one-token and several-token words): each scenario with its adapter active."""
+    lw = {"backbone": "tiny-llama", "scoring": "label_words"}
+    folders = [make_adapter(tmp_path / "a", tiny_backbone, scenario="s0", labels=("bad", "good"), seed=1, **lw),
+               make_adapter(tmp_path / "b", tiny_backbone, scenario="s1", labels=("no way", "yes please", "maybe so"),
+                            seed=2, **lw)]
+    multi = load_adapters(folders)
+    assert multi.label_words
+    scenarios = ["s0", "s1", "s1", "s0", "s1", "s0"]
+    pred = multi.predict(TEXTS[:6], scenario=scenarios, batch_size=2, mixed=mixed)
+    for i, folder in enumerate(folders):
+        alone = load_adapter(folder)
+        rows = [j for j, s in enumerate(scenarios) if s == f"s{i}"]
+        assert_close(probs_of(pred, rows, alone.label_names),
+                     torch.from_numpy(alone.predict([TEXTS[j] for j in rows]).probabilities))
+    # not vacuous: the other adapter's weights give other scores for the same words
+    swapped = load_adapters({"s0": folders[0], "other": make_adapter(tmp_path / "c", tiny_backbone, scenario="x",
+                                                                     labels=("bad", "good"), seed=7, **lw)})
+    a = swapped.predict(TEXTS[:3], scenario="s0").probabilities
+    b = swapped.predict(TEXTS[:3], scenario="other").probabilities
+    assert any(abs(x["good"] - y["good"]) > 1e-4 for x, y in zip(a, b))
+
+
 def test_one_backbone_in_memory(three):
     """Three adapters add only their LoRA weights to one backbone's parameters."""
     multi = load_adapters(three)
@@ -153,8 +181,12 @@ def test_meta_init_duplicate_and_input_mismatch_refused(tmp_path, three, tiny_ba
         load_adapters([three[0], again])
     assert load_adapters({"kitchen": three[0], "kitchen-v2": again}).scenarios == ("kitchen", "kitchen-v2")
     short = make_adapter(tmp_path / "short", tiny_backbone, scenario="short", max_length=16)
-    with pytest.raises(DataError, match=r"inputs cut differently \(max_length 128 vs 16\)"):
+    with pytest.raises(DataError, match=r"read their inputs differently \(max_length 128 vs 16\)"):
         load_adapters([three[0], short])
+    words = make_adapter(tmp_path / "words", tiny_backbone, backbone="tiny-llama", scenario="w", scoring="label_words")
+    pooled = make_adapter(tmp_path / "pooled", tiny_backbone, backbone="tiny-llama", scenario="p")
+    with pytest.raises(DataError, match=r"read their inputs differently \(scoring 'pooled' vs 'label_words'\)"):
+        load_adapters([pooled, words])
     with pytest.raises(DataError, match="no adapters to load"):
         load_adapters([])
 
