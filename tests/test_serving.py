@@ -224,3 +224,13 @@ def test_adapter_folder_is_read_once(three, monkeypatch):
     record = AdapterFolder.read(three[0])
     assert record.meta == saved and record.scenario == "kitchen" and (record.lora.r, record.lora.top_layers) == (4, 2)
     assert record.origin == {"path": str(three[0].resolve())} and record.init_tensors == {}
+
+
+def test_single_adapter_predictions_do_not_depend_on_the_order(three):
+    """load_adapter(...).predict sorts by length for speed; each text's answer stays its own."""
+    alone = load_adapter(three[0])
+    forward, backward = alone.predict(TEXTS), alone.predict(TEXTS[::-1])
+    assert_close(torch.from_numpy(backward.probabilities[::-1].copy()), torch.from_numpy(forward.probabilities))
+    assert backward.labels[::-1] == forward.labels
+    one_by_one = torch.cat([torch.from_numpy(alone.predict([t]).probabilities) for t in TEXTS[:4]])
+    assert_close(one_by_one, torch.from_numpy(forward.probabilities[:4]))
