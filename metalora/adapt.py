@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ from torch import Tensor
 
 from metalora.config import AdaptConfig
 from metalora.errors import DataError, TrainingError
+from metalora.heads import HeadBank, HeadInfo
 from metalora.model import HEAD_KEYS, SCALE_KEY, DEFAULT_LOGIT_SCALE, Encoded, LoraClassifier, Params, prototype_head, random_head
 
 
@@ -30,16 +31,22 @@ class Init:
     head_prior: Tensor | None = None  # meta-learned class-prior direction (MetaTrainConfig.head_prior)
     lineage: dict | None = None  # where it came from: {"path": ...} or {"repo_id": ..., "revision": ...}
     meta: dict | None = None  # metalora.json of a meta-init (algorithm, suite, recommended adapt settings)
+    head_bank: HeadBank | None = None  # training scenarios' heads + the validated shrinkage (metalora.heads)
 
 
 def build_head(model: LoraClassifier, lora: Params, support: Encoded, labels: Tensor, num_labels: int,
                how: str = "prototype", generator: torch.Generator | None = None,
-               prior: Tensor | None = None) -> tuple[Tensor, Tensor]:
+               prior: Tensor | None = None, bank: HeadBank | None = None, label_names: Sequence[str] | None = None,
+               scale: float = DEFAULT_LOGIT_SCALE) -> tuple[Tensor, Tensor, HeadInfo]:
+    """The starting head: random, or support prototypes (shrunk toward the init's head bank when it has one)."""
     if how == "random":
-        return random_head(model.backbone.hidden_size, num_labels, generator)
+        return (*random_head(model.backbone.hidden_size, num_labels, generator), HeadInfo("random"))
     with torch.no_grad():
         feats = torch.cat([model.features(lora, b) for b in support.batches(64)])
-        return prototype_head(feats, labels.to(feats.device), num_labels, prior)
+        labels = labels.to(feats.device)
+        if bank is not None:
+            return bank.build(feats, labels, num_labels, label_names, scale, prior)
+        return (*prototype_head(feats, labels, num_labels, prior), HeadInfo("prototypes", "the init has no head bank"))
 
 
 def adapt(
@@ -51,18 +58,25 @@ def adapt(
     cfg: AdaptConfig,
     on_step: Callable[[int, Params], None] | None = None,
     where: str = "support set",
+    label_names: Sequence[str] | None = None,
+    info: dict | None = None,
 ) -> Params:
     """Fine-tune LoRA + head on the support set for `cfg.steps` steps; returns detached params.
 
     `on_step(step, params)` is called after step 0 (before any update) and after every step, which
-    is how the bench records accuracy as a function of adaptation steps.
+    is how the bench records accuracy as a function of adaptation steps. `label_names` (in label-id
+    order) let a head bank find the training scenarios with the same labels; `info`, when given, is
+    filled with how the head was built (`route`: bank or prototypes, and why).
     """
     if len(support) == 0:
         raise DataError(f"{where}: the support set is empty")
     device = model.device
     labels = labels.to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    weight, bias = build_head(model, init.lora, support, labels, num_labels, cfg.head_init, gen, init.head_prior)
+    weight, bias, how = build_head(model, init.lora, support, labels, num_labels, cfg.head_init, gen, init.head_prior,
+                                   init.head_bank, label_names, float(init.logit_scale.exp()))
+    if info is not None:
+        info.update(how.to_dict())
     params: Params = {k: v.detach().clone().to(device).requires_grad_(True) for k, v in init.lora.items()}
     params["head.weight"] = weight.detach().clone().to(device).requires_grad_(True)
     params["head.bias"] = bias.detach().clone().to(device).requires_grad_(True)

@@ -24,6 +24,7 @@ from metalora.adapter_io import (
 from metalora.backbones import load_backbone
 from metalora.config import AdaptConfig, BackboneConfig, LoraSettings
 from metalora.errors import DataError
+from metalora.heads import HeadBank
 from metalora.model import HEAD_KEYS, PRIOR_KEY, SCALE_KEY, Encoded, LoraClassifier, Params
 from metalora.scenarios import Scenario, check_support, get_scenario, sample_support
 
@@ -103,10 +104,11 @@ def load_init(spec: str | Path, backbone: BackboneConfig | str | None = None) ->
     init = Init(lora=lora, lineage=lineage, meta=meta)
     if (folder / INIT_FILE).is_file():
         extra = load_file(str(folder / INIT_FILE))
+        init.head_bank = HeadBank.load(meta.get("head"), extra, where=str(folder))
         if SCALE_KEY in extra:
             init.logit_scale = extra[SCALE_KEY]
         init.head_prior = extra.get(PRIOR_KEY)
-        lrs = {k.removeprefix("lr."): v for k, v in extra.items() if k.startswith("lr.")}
+        lrs = {k.removeprefix("lr."): v for k, v in extra.items() if k.startswith("lr.")}  # bank.* tensors are the bank's
         if lrs:
             init.inner_lrs = {k if k in (*HEAD_KEYS, SCALE_KEY) else from_peft_key(k, model.lora_names): v
                               for k, v in lrs.items()}
@@ -193,7 +195,9 @@ def adapt(
 
         bar = tqdm(total=cfg.steps, desc=f"adapt {sc.name}", leave=False)
     with Timer() as t:
+        head_info: dict = {}
         params = _adapt(model, enc, torch.tensor(ds["label"]), sc.num_labels, start, cfg, where=f"scenario {sc.name}",
+                        label_names=sc.label_names, info=head_info,
                         on_step=(lambda step, _p: bar.update(1 if step else 0)) if bar else None)
     if bar:
         bar.close()
@@ -202,7 +206,8 @@ def adapt(
         "kind": "adapter",
         "scenario": scenario_meta(sc),
         "support": {"split": support_split, "shots": shots, "examples": len(ds), "seed": cfg.seed},
-        "adapt": {"steps": cfg.steps, "lr": cfg.lr, "head_lr": cfg.head_lr, "optimizer": cfg.optimizer, "seconds": round(t.seconds, 3)},
+        "adapt": {"steps": cfg.steps, "lr": cfg.lr, "head_lr": cfg.head_lr, "optimizer": cfg.optimizer, "seconds": round(t.seconds, 3),
+                  "head": head_info},
         "lineage": {"init": start.lineage},
         "metrics": {},
     }

@@ -373,7 +373,8 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
             setups[m] = (model, init, meta_adapt_config(base, init, opts.steps))
         elif m == "multitask":
             model, init = inits["multitask"]
-            setups[m] = (model, Init(lora=init.lora, logit_scale=init.logit_scale), meta_adapt_config(base, init, opts.steps))
+            setups[m] = (model, Init(lora=init.lora, logit_scale=init.logit_scale, head_bank=init.head_bank),
+                         meta_adapt_config(base, init, opts.steps))
         elif m == "vanilla":
             setups[m] = (ref, None, plain)  # peft's default init, drawn with each run's seed
         elif m in ("frozen-lr", "setfit"):
@@ -440,7 +441,8 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
                             test_feats[m] = lora_features(model, start.lora, test_enc[key])
                         feats = test_feats[m]
                     res = run_lora(model, start, replace(cfg, seed=seed), sup_enc[key], sup_y, t.num_labels, test_enc[key],
-                                   test_y, curve, where=f"{t.name} seed {seed} ({m})", test_features=feats)
+                                   test_y, curve, where=f"{t.name} seed {seed} ({m})", test_features=feats,
+                                   label_names=t.scenario.label_names)
                 runs[m][t.name].append({"seed": seed, **res.row()})
                 if res.curve:
                     curves[m].append(res.curve)
