@@ -377,3 +377,22 @@ def test_without_a_bank_nothing_changes(tmp_path, tiny_backbone):
     assert "head" not in json.loads((out / "meta-init" / META_FILE).read_text())
     _, init = load_init(out / "meta-init")
     assert init.head_bank is None
+
+
+def test_metalora_adapt_init_says_which_head_it_built(banked_run, tmp_path, capsys):
+    from metalora.cli import main
+
+    _, out = banked_run
+    edited = tmp_path / "init"
+    shutil.copytree(out / "meta-init", edited)
+    meta = json.loads((edited / "metalora.json").read_text())
+    meta["head"].update(shrinkage=0.5)
+    (edited / "metalora.json").write_text(json.dumps(meta))
+    assert main(["adapt", "synthetic/sentiment/beauty", "--init", str(edited), "--shots", "2", "--out", str(tmp_path / "a"),
+                 "--eval-split", "none"]) == 0
+    assert "shrunk toward the init's head bank" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "a" / "metalora.json").read_text())
+    assert saved["adapt"]["head"]["route"] == "bank" and saved["adapt"]["head"]["top_bank_entries"]
+    assert main(["adapt", "synthetic/category/marketplace_jp", "--init", str(edited), "--shots", "2", "--out", str(tmp_path / "b"),
+                 "--eval-split", "none"]) == 0
+    assert "plain support prototypes (no bank entry" in capsys.readouterr().out
