@@ -321,6 +321,11 @@ class HeadBankConfig:
         "Candidate strengths of the bank's log class frequency added to the logits (0 = none; 1 = Bayes' rule).",
         default=(0.0,),
     )
+    val_episodes: int | None = _help(
+        "Validation episodes that score the head choices (0 adaptation steps: forward passes only, so many are cheap); "
+        "empty = val_episodes.",
+        default=None,
+    )
     criterion: str = _help(
         "What validation maximises when it picks the head: `accuracy`, or `accuracy_f1` (the mean of accuracy and "
         "macro-F1, so a head that buys accuracy by predicting the frequent class everywhere does not win).",
@@ -330,6 +335,8 @@ class HeadBankConfig:
     def __post_init__(self) -> None:
         c = _Checks("head")
         c.positive(self.bank_examples, "bank_examples")
+        if self.val_episodes is not None:
+            c.positive(self.val_episodes, "val_episodes")
         for name in ("shrinkage", "temperature", "class_prior"):
             values = getattr(self, name)
             c.require(len(values) > 0, name, "list at least one value")

@@ -259,7 +259,7 @@ def banked_run(tmp_path_factory, tiny_backbone):
     out = tmp_path_factory.mktemp("banked") / "run"
     cfg = smoke_cfg(out, "head.bank=true", "head.bank_examples=4", "head.shrinkage=[0,0.5,1]", "head.temperature=[0,1]",
                     "head.class_prior=[0,1]", "scenarios=[synthetic/sentiment/*,synthetic/category/*,synthetic/fraud/*]",
-                    "val_scenarios=[synthetic/sentiment/beauty]", "val_episodes=3", "inner_steps=0", "steps=2",
+                    "val_scenarios=[synthetic/sentiment/beauty]", "val_episodes=2", "head.val_episodes=4", "inner_steps=0", "steps=2",
                     "checkpoint_every=0", "adapt_steps_choices=[0,1]")
     t = trainer(cfg, tiny_backbone)
     t.train(resume=False)

@@ -223,7 +223,7 @@ class MetaTrainer:
         meta = {k: v.detach() for k, v in self.meta.items() if not k.startswith("heads.")}
         lora = self.model.lora_only(meta)
         scores = {c: [] for c in choices}
-        for i in range(self.cfg.val_episodes):
+        for i in range(self.cfg.head.val_episodes or self.cfg.val_episodes):
             ep = self.val_sampler.episode(0, i)
             fs, fq = self.model.features(lora, ep.support), self.model.features(lora, ep.query)
             y = ep.query_labels.to(fq.device)
