@@ -327,10 +327,13 @@ class HeadBankConfig:
         default=None,
     )
     criterion: str = _help(
-        "What validation maximises when it picks the head: `accuracy`, or `accuracy_f1` (the mean of accuracy and "
-        "macro-F1, so a head that buys accuracy by predicting the frequent class everywhere does not win).",
+        "What validation maximises when it picks the head: `accuracy`, or `accuracy_keep_f1` (the best accuracy among the "
+        "choices whose mean macro-F1 is within f1_tolerance of the plain prototype head's, so a class prior cannot buy "
+        "accuracy by predicting the frequent class everywhere).",
         default="accuracy",
     )
+    f1_tolerance: float = _help("With criterion accuracy_keep_f1: how far below the plain head's macro-F1 a choice may be.",
+                                default=0.01)
 
     def __post_init__(self) -> None:
         c = _Checks("head")
@@ -343,7 +346,8 @@ class HeadBankConfig:
             for v in values:
                 c.require(v >= 0 and (name != "shrinkage" or v <= 1), name,
                           f"got {v!r}; must be in [0, 1]" if name == "shrinkage" else f"got {v!r}; must be >= 0")
-        c.choice(self.criterion, "criterion", ("accuracy", "accuracy_f1"))
+        c.choice(self.criterion, "criterion", ("accuracy", "accuracy_keep_f1"))
+        c.positive(self.f1_tolerance, "f1_tolerance", allow_zero=True)
         c.done()
 
 

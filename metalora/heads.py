@@ -294,6 +294,29 @@ def choice_grid(shrinkage: Sequence[float], temperature: Sequence[float], class_
     return sorted(grid, key=lambda c: (c.shrinkage > 0 or c.class_prior > 0, c.class_prior, c.shrinkage, c.temperature))
 
 
+def pick_choice(scores: dict[HeadChoice, tuple[float, float]], choices: Sequence[HeadChoice], criterion: str = "accuracy",
+                f1_tolerance: float = 0.01) -> HeadChoice:
+    """The validated head among `choices` (in preference order) from (accuracy, macro-F1) scores.
+
+    `accuracy`: the best accuracy. `accuracy_keep_f1`: the best accuracy among the choices whose
+    macro-F1 is at least the plain prototype head's minus `f1_tolerance` (the plain head must be scored).
+    Ties go to the earlier choice (choice_grid puts the simplest first).
+    """
+    allowed = list(choices)
+    if criterion == "accuracy_keep_f1":
+        plain = [s for c, s in scores.items() if is_plain(c)]
+        if not plain:
+            raise ValueError("accuracy_keep_f1 needs the plain prototype head's score")
+        floor = plain[0][1] - f1_tolerance
+        allowed = [c for c in allowed if scores[c][1] >= floor - 1e-12]
+        if not allowed:  # only when the plain head is not a choice and nothing keeps its F1
+            allowed = [max(choices, key=lambda c: scores[c][1])]
+    elif criterion != "accuracy":
+        raise ValueError(f"unknown head criterion {criterion!r}")
+    best = max(scores[c][0] for c in allowed)
+    return next(c for c in allowed if scores[c][0] == best)
+
+
 def is_plain(choice: HeadChoice) -> bool:
     """A choice that builds the plain prototype head (no shrinkage, no class prior): the bank is unused."""
     return choice.shrinkage == 0.0 and choice.class_prior == 0.0
@@ -301,6 +324,6 @@ def is_plain(choice: HeadChoice) -> bool:
 
 __all__ = [
     "BankEntry", "HeadBank", "HeadChoice", "HeadInfo", "bank_indices", "build_bank", "choice_grid", "class_means",
-    "head_from_prototypes", "is_plain", "mixture_weights", "shrink_prototypes", "shrink_weights", "shrunk_head",
+    "head_from_prototypes", "is_plain", "mixture_weights", "pick_choice", "shrink_prototypes", "shrink_weights", "shrunk_head",
 ]
 

@@ -18,7 +18,7 @@ from torch.testing import assert_close
 from metalora.config import MetaTrainConfig
 from metalora.errors import ConfigError, DataError
 from metalora.heads import (
-    BankEntry, HeadBank, HeadChoice, build_bank, choice_grid, class_means, head_from_prototypes, mixture_weights,
+    BankEntry, HeadBank, HeadChoice, build_bank, choice_grid, class_means, head_from_prototypes, mixture_weights, pick_choice,
     shrink_prototypes, shrink_weights, shrunk_head,
 )
 from metalora.model import prototype_head
@@ -200,6 +200,18 @@ def test_choice_grid_puts_the_plain_head_first():
     assert all(c.shrinkage_shots == 5 for c in grid)
 
 
+def test_validation_picks_by_accuracy_or_by_accuracy_that_keeps_macro_f1():
+    plain, shrunk, prior = HeadChoice(0.0), HeadChoice(0.5), HeadChoice(0.5, class_prior=1.0)
+    scores = {plain: (0.80, 0.70), shrunk: (0.83, 0.71), prior: (0.86, 0.60)}
+    order = [plain, shrunk, prior]
+    assert pick_choice(scores, order, "accuracy") == prior
+    assert pick_choice(scores, order, "accuracy_keep_f1", 0.01) == shrunk  # the prior's accuracy costs 10 points of F1
+    assert pick_choice(scores, order, "accuracy_keep_f1", 0.2) == prior
+    assert pick_choice({**scores, shrunk: (0.80, 0.75)}, order, "accuracy_keep_f1") == plain  # a tie goes to the simpler
+    with pytest.raises(ValueError, match="plain"):
+        pick_choice({shrunk: (0.8, 0.7)}, [shrunk], "accuracy_keep_f1")
+
+
 def test_build_bank_takes_class_means_and_natural_frequencies():
     g = torch.Generator().manual_seed(13)
     feats = {"a": torch.randn(30, H, generator=g)}
@@ -245,6 +257,7 @@ def test_head_config_is_validated():
         load_config(MetaTrainConfig, None, ["head.shrinkage=[0,1.5]"])
     with pytest.raises(ConfigError, match="head.criterion"):
         load_config(MetaTrainConfig, None, ["head.criterion=f1"])
+    assert load_config(MetaTrainConfig, None, ["head.criterion=accuracy_keep_f1"]).head.f1_tolerance == 0.01
     with pytest.raises(ConfigError, match="needs validation episodes"):  # several values to choose from, no validation
         load_config(MetaTrainConfig, None, ["head.bank=true"])
     cfg = load_config(MetaTrainConfig, None, ["head.bank=true", "head.shrinkage=[0.5]", "head.temperature=[1]"])
@@ -258,7 +271,7 @@ def banked_run(tmp_path_factory, tiny_backbone):
 
     out = tmp_path_factory.mktemp("banked") / "run"
     cfg = smoke_cfg(out, "head.bank=true", "head.bank_examples=4", "head.shrinkage=[0,0.5,1]", "head.temperature=[0,1]",
-                    "head.class_prior=[0,1]", "scenarios=[synthetic/sentiment/*,synthetic/category/*,synthetic/fraud/*]",
+                    "head.class_prior=[0,1]", "head.criterion=accuracy_keep_f1", "scenarios=[synthetic/sentiment/*,synthetic/category/*,synthetic/fraud/*]",
                     "val_scenarios=[synthetic/sentiment/beauty]", "val_episodes=2", "head.val_episodes=4", "inner_steps=0", "steps=2",
                     "checkpoint_every=0", "adapt_steps_choices=[0,1]")
     t = trainer(cfg, tiny_backbone)
@@ -277,7 +290,9 @@ def test_the_meta_trainer_validates_and_saves_a_bank(banked_run):
         assert len(scores) == 12
         chosen = record["head"]
         key = f"shrink={chosen['shrinkage']:g},temp={chosen['temperature']:g},prior={chosen['class_prior']:g}"
-        assert scores[key] == max(scores.values())
+        plain = scores["shrink=0,temp=0,prior=0"]["macro_f1"]
+        kept = [v["accuracy"] for v in scores.values() if v["macro_f1"] >= plain - 0.01 - 1e-4]
+        assert scores[key]["macro_f1"] >= plain - 0.01 - 1e-4 and scores[key]["accuracy"] == max(kept)
     meta = json.loads((out / "meta-init" / META_FILE).read_text())
     assert meta["head"]["route"] == "bank"
     names = [e["scenario"] for e in meta["head"]["bank"]]

@@ -25,7 +25,7 @@ from metalora.errors import ConfigError, TrainingError
 from metalora.meta.algorithms import episode_gradient, inner_loop
 from metalora.meta.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from metalora.meta.episodes import Episode, EpisodeSampler, ExampleCache, select_scenarios
-from metalora.heads import HeadBank, HeadChoice, build_bank, choice_grid
+from metalora.heads import HeadBank, HeadChoice, build_bank, choice_grid, is_plain, pick_choice
 from metalora.model import HEAD_KEYS, PRIOR_KEY, SCALE_KEY, LoraClassifier, Params, prototype_head
 
 
@@ -210,31 +210,32 @@ class MetaTrainer:
         return choice_grid(h.shrinkage, h.temperature, h.class_prior, self.cfg.episodes.k_shot)
 
     @torch.no_grad()
-    def validate_head(self) -> dict[HeadChoice, float]:
+    def validate_head(self) -> dict[HeadChoice, tuple[float, float]]:
         """Build the bank under the current init and score every head choice at 0 steps on the validation episodes.
 
-        Sets `self.bank` with the best choice (ties to the simpler head: plain prototypes first). The score is
-        the mean query accuracy, or with head.criterion=accuracy_f1 the mean of accuracy and macro-F1, so a
-        class prior that wins accuracy by predicting the frequent class everywhere cannot win on its own.
+        Returns each choice's (mean query accuracy, mean query macro-F1) and sets `self.bank` with the best
+        choice: the best accuracy, or with head.criterion=accuracy_keep_f1 the best accuracy among choices
+        whose macro-F1 is within f1_tolerance of the plain prototype head's (so a class prior cannot win by
+        predicting the frequent class everywhere). Ties go to the simpler head (plain prototypes first).
         """
         bank = self.build_bank()
         self.bank = bank
         choices = self.head_choices()
+        plain = HeadChoice(0.0, self.cfg.episodes.k_shot, 0.0, 0.0)  # the floor of accuracy_keep_f1, scored in any case
+        scored = choices if any(is_plain(c) for c in choices) else [plain, *choices]
         meta = {k: v.detach() for k, v in self.meta.items() if not k.startswith("heads.")}
         lora = self.model.lora_only(meta)
-        scores = {c: [] for c in choices}
+        scores: dict[HeadChoice, list[tuple[float, float]]] = {c: [] for c in scored}
         for i in range(self.cfg.head.val_episodes or self.cfg.val_episodes):
             ep = self.val_sampler.episode(0, i)
             fs, fq = self.model.features(lora, ep.support), self.model.features(lora, ep.query)
             y = ep.query_labels.to(fq.device)
-            for c in choices:
+            for c in scored:
                 w, b = self._bank_head(ep, meta, c, fs)
                 pred = (fq @ w.T + b).argmax(-1)
-                acc = float((pred == y).float().mean())
-                scores[c].append(acc if self.cfg.head.criterion == "accuracy" else (acc + _macro_f1(pred, y, ep.num_labels)) / 2)
-        means = {c: float(sum(v) / len(v)) for c, v in scores.items()}
-        best = max(means.values())
-        self.bank = bank.with_choice(next(c for c in choices if means[c] == best))
+                scores[c].append((float((pred == y).float().mean()), _macro_f1(pred, y, ep.num_labels)))
+        means = {c: (sum(a for a, _ in v) / len(v), sum(f for _, f in v) / len(v)) for c, v in scores.items()}
+        self.bank = bank.with_choice(pick_choice(means, choices, self.cfg.head.criterion, self.cfg.head.f1_tolerance))
         return means
 
     def choose(self, by_steps: dict[int, float]) -> tuple[float, int | None]:
@@ -323,7 +324,8 @@ class MetaTrainer:
                     head_scores = self.validate_head()
                     self.bank_step = done
                     record["head"] = self.bank.choice.to_dict()
-                    record["val_by_head"] = {_choice_key(c): round(v, 4) for c, v in head_scores.items()}
+                    record["val_by_head"] = {_choice_key(c): {"accuracy": round(a, 4), "macro_f1": round(f, 4)}
+                                             for c, (a, f) in head_scores.items()}
                 by_steps = self.validate()
                 val, chosen = self.choose(by_steps)
                 record["val_acc"] = val
