@@ -26,9 +26,8 @@ A target whose label set matches no bank entry gets the plain prototype head (`r
 """
 from __future__ import annotations
 
-
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +97,7 @@ class HeadChoice:
                 "temperature": self.temperature, "class_prior": self.class_prior}
 
     @classmethod
-    def from_dict(cls, d: dict, where: str) -> "HeadChoice":
+    def from_dict(cls, d: dict, where: str) -> HeadChoice:
         try:
             out = cls(float(d.get("shrinkage", 0.0)), int(d.get("shrinkage_shots", 5)), float(d.get("temperature", 1.0)),
                       float(d.get("class_prior", 0.0)))
@@ -206,7 +205,7 @@ class HeadBank:
                          for e in self.entries]}
 
     @classmethod
-    def load(cls, meta: dict | None, tensors: dict[str, Tensor], where: str) -> "HeadBank | None":
+    def load(cls, meta: dict | None, tensors: dict[str, Tensor], where: str) -> HeadBank | None:
         """The bank of a meta-init (its metalora.json `head` block + `bank.*` tensors), None if it has none."""
         if not meta or meta.get("route") != "bank":
             return None
@@ -224,7 +223,7 @@ class HeadBank:
             entries.append(BankEntry(str(item.get("scenario")), names, p, q, tuple(item.get("examples") or ())))
         return cls(entries, HeadChoice.from_dict(meta, where))
 
-    def with_choice(self, choice: HeadChoice) -> "HeadBank":
+    def with_choice(self, choice: HeadChoice) -> HeadBank:
         return replace(self, choice=choice)
 
 

@@ -18,8 +18,18 @@ from torch.testing import assert_close
 from metalora.config import MetaTrainConfig
 from metalora.errors import ConfigError, DataError
 from metalora.heads import (
-    BankEntry, HeadBank, HeadChoice, build_bank, choice_grid, class_means, head_from_prototypes, mixture_weights, pick_choice,
-    shrink_prototypes, shrink_weights, shrunk_head,
+    BankEntry,
+    HeadBank,
+    HeadChoice,
+    build_bank,
+    choice_grid,
+    class_means,
+    head_from_prototypes,
+    mixture_weights,
+    pick_choice,
+    shrink_prototypes,
+    shrink_weights,
+    shrunk_head,
 )
 from metalora.model import prototype_head
 
@@ -280,8 +290,9 @@ def banked_run(tmp_path_factory, tiny_backbone):
 
 
 def test_the_meta_trainer_validates_and_saves_a_bank(banked_run):
-    from metalora.adapter_io import INIT_FILE, META_FILE
     from safetensors.torch import load_file
+
+    from metalora.adapter_io import INIT_FILE, META_FILE
 
     t, out = banked_run
     history = json.loads((out / "history.json").read_text())
@@ -307,7 +318,7 @@ def test_the_saved_bank_is_the_saved_weights_own(banked_run):
     from metalora.api import load_init
 
     t, out = banked_run
-    model, init = load_init(out / "final-init")
+    _, init = load_init(out / "final-init")
     again = t.build_bank(init.head_bank.choice)
     assert len(init.head_bank.entries) == len(again.entries) > 0
     for a, b in zip(init.head_bank.entries, again.entries):
@@ -322,8 +333,8 @@ def test_adapt_uses_the_bank_and_save_load_predicts_the_same(banked_run, tmp_pat
     from safetensors.torch import load_file
 
     from metalora.adapt import build_head
-    from metalora.backbones import load_backbone
     from metalora.api import adapt, load_adapter, load_init
+    from metalora.backbones import load_backbone
     from metalora.config import AdaptConfig
     from metalora.scenarios import get_scenario, sample_support
 
@@ -340,7 +351,7 @@ def test_adapt_uses_the_bank_and_save_load_predicts_the_same(banked_run, tmp_pat
     # 0 steps: the saved head is exactly the bank's head on the support features
     ds = sample_support(sc.load("train"), 2, 3, sc.num_labels)
     enc = adapted.model.encode(ds["text"])
-    w, b, info = build_head(adapted.model, init.lora, enc, torch.tensor(ds["label"]), 2, bank=init.head_bank,
+    w, b, _ = build_head(adapted.model, init.lora, enc, torch.tensor(ds["label"]), 2, bank=init.head_bank,
                             label_names=sc.label_names, scale=float(init.logit_scale.exp()))
     assert_close(adapted.params["head.weight"], w, atol=1e-5, rtol=0)
     assert_close(adapted.params["head.bias"], b, atol=1e-5, rtol=0)

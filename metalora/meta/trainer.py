@@ -22,10 +22,10 @@ from metalora.adapter_io import atomic_folder, save_folder, to_peft_key
 from metalora.backbones import load_backbone
 from metalora.config import MetaTrainConfig, dump_config, to_dict
 from metalora.errors import ConfigError, TrainingError
+from metalora.heads import HeadBank, HeadChoice, build_bank, choice_grid, is_plain, pick_choice
 from metalora.meta.algorithms import episode_gradient, inner_loop
 from metalora.meta.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from metalora.meta.episodes import Episode, EpisodeSampler, ExampleCache, select_scenarios
-from metalora.heads import HeadBank, HeadChoice, build_bank, choice_grid, is_plain, pick_choice
 from metalora.model import HEAD_KEYS, PRIOR_KEY, SCALE_KEY, LoraClassifier, Params, prototype_head
 
 
