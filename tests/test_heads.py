@@ -422,3 +422,24 @@ def test_metalora_adapt_init_says_which_head_it_built(banked_run, tmp_path, caps
     assert main(["adapt", "synthetic/category/marketplace_jp", "--init", str(edited), "--shots", "2", "--out", str(tmp_path / "b"),
                  "--eval-split", "none"]) == 0
     assert "plain support prototypes (no bank entry" in capsys.readouterr().out
+
+
+def test_head_validation_scores_macro_f1_on_each_scenarios_pooled_queries(banked_run):
+    """A 16-query episode often lacks the rare class; F1 is taken over a scenario's queries pooled, as on a test set."""
+    from sklearn.metrics import f1_score
+
+    t, _ = banked_run
+    scores = t.validate_head()
+    plain = next(c for c in scores if c.shrinkage == 0 and c.class_prior == 0)
+    preds, trues, accs = [], [], []
+    for i in range(t.cfg.head.val_episodes):
+        ep = t.val_sampler.episode(0, i)
+        with torch.no_grad():
+            w, b = prototype_head(t.model.features(t.lora(), ep.support), ep.support_labels, ep.num_labels)
+            pred = (t.model.features(t.lora(), ep.query) @ w.T + b).argmax(-1)
+        accs.append(float((pred == ep.query_labels).float().mean()))
+        preds += [ep.classes[j] for j in pred.tolist()]
+        trues += [ep.classes[j] for j in ep.query_labels.tolist()]
+    assert {ep.scenario for ep in [t.val_sampler.episode(0, 0)]} == {"synthetic/sentiment/beauty"}  # one scenario
+    assert scores[plain][0] == pytest.approx(sum(accs) / len(accs))
+    assert scores[plain][1] == pytest.approx(f1_score(trues, preds, average="macro"))

@@ -213,7 +213,8 @@ class MetaTrainer:
     def validate_head(self) -> dict[HeadChoice, tuple[float, float]]:
         """Build the bank under the current init and score every head choice at 0 steps on the validation episodes.
 
-        Returns each choice's (mean query accuracy, mean query macro-F1) and sets `self.bank` with the best
+        Returns each choice's (mean query accuracy, macro-F1 of each validation scenario's pooled queries averaged
+        over the scenarios) and sets `self.bank` with the best
         choice: the best accuracy, or with head.criterion=accuracy_keep_f1 the best accuracy among choices
         whose macro-F1 is within f1_tolerance of the plain prototype head's (so a class prior cannot win by
         predicting the frequent class everywhere). Ties go to the simpler head (plain prototypes first).
@@ -225,16 +226,28 @@ class MetaTrainer:
         scored = choices if any(is_plain(c) for c in choices) else [plain, *choices]
         meta = {k: v.detach() for k, v in self.meta.items() if not k.startswith("heads.")}
         lora = self.model.lora_only(meta)
-        scores: dict[HeadChoice, list[tuple[float, float]]] = {c: [] for c in scored}
+        accs: dict[HeadChoice, list[float]] = {c: [] for c in scored}
+        # macro-F1 pools each validation scenario's queries over its episodes (in the scenario's own label ids), as a
+        # test set does: a 16-example query set often lacks the rare class, and per-episode F1 would then reward a
+        # head that never predicts it
+        pooled: dict[HeadChoice, dict[str, tuple[list, list]]] = {c: {} for c in scored}
         for i in range(self.cfg.head.val_episodes or self.cfg.val_episodes):
             ep = self.val_sampler.episode(0, i)
             fs, fq = self.model.features(lora, ep.support), self.model.features(lora, ep.query)
             y = ep.query_labels.to(fq.device)
+            ids = torch.tensor(ep.classes, device=fq.device)
             for c in scored:
                 w, b = self._bank_head(ep, meta, c, fs)
                 pred = (fq @ w.T + b).argmax(-1)
-                scores[c].append((float((pred == y).float().mean()), _macro_f1(pred, y, ep.num_labels)))
-        means = {c: (sum(a for a, _ in v) / len(v), sum(f for _, f in v) / len(v)) for c, v in scores.items()}
+                accs[c].append(float((pred == y).float().mean()))
+                p, t = pooled[c].setdefault(ep.scenario, ([], []))
+                p.append(ids[pred].cpu())
+                t.append(ids[y].cpu())
+        n_labels = {s.name: s.num_labels for s in self.val_scenarios}
+        means = {}
+        for c in scored:
+            f1 = [_macro_f1(torch.cat(p), torch.cat(t), n_labels[name]) for name, (p, t) in pooled[c].items()]
+            means[c] = (sum(accs[c]) / len(accs[c]), sum(f1) / len(f1))
         self.bank = bank.with_choice(pick_choice(means, choices, self.cfg.head.criterion, self.cfg.head.f1_tolerance))
         return means
 
