@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from metalora.augment.support import FeatureAugmenter
 from metalora.config import AdaptConfig
-from metalora.errors import DataError, TrainingError
+from metalora.errors import ConfigError, DataError, TrainingError
 from metalora.heads import HeadBank, HeadInfo
+from metalora.label_words import BIAS_KEY, start_params as label_word_head
 from metalora.model import HEAD_KEYS, SCALE_KEY, DEFAULT_LOGIT_SCALE, Encoded, LoraClassifier, Params, prototype_head, random_head
 
 
@@ -32,18 +34,25 @@ class Init:
     lineage: dict | None = None  # where it came from: {"path": ...} or {"repo_id": ..., "revision": ...}
     meta: dict | None = None  # metalora.json of a meta-init (algorithm, suite, recommended adapt settings)
     head_bank: HeadBank | None = None  # training scenarios' heads + the validated shrinkage (metalora.heads)
+    feature_stats: object | None = None  # training-class statistics for augment calibrate (augment.calibration.FeatureStats)
 
 
 def build_head(model: LoraClassifier, lora: Params, support: Encoded, labels: Tensor, num_labels: int,
                how: str = "prototype", generator: torch.Generator | None = None,
                prior: Tensor | None = None, bank: HeadBank | None = None, label_names: Sequence[str] | None = None,
-               scale: float = DEFAULT_LOGIT_SCALE) -> tuple[Tensor, Tensor, HeadInfo]:
-    """The starting head: random, or support prototypes (shrunk toward the init's head bank when it has one)."""
+               scale: float = DEFAULT_LOGIT_SCALE, extra: tuple[Tensor, Tensor] | None = None,
+               ) -> tuple[Tensor, Tensor, HeadInfo]:
+    """The starting head: random, or support prototypes (shrunk toward the init's head bank when it has one).
+
+    `extra`: (features, labels) that join the support's own (augment calibrate's samples).
+    """
     if how == "random":
         return (*random_head(model.backbone.hidden_size, num_labels, generator), HeadInfo("random"))
     with torch.no_grad():
         feats = torch.cat([model.features(lora, b) for b in support.batches(64)])
         labels = labels.to(feats.device)
+        if extra is not None:
+            feats, labels = torch.cat([feats, extra[0].to(feats)]), torch.cat([labels, extra[1].to(labels.device)])
         if bank is not None:
             return bank.build(feats, labels, num_labels, label_names, scale, prior)
         return (*prototype_head(feats, labels, num_labels, prior), HeadInfo("prototypes", "the init has no head bank"))
@@ -60,8 +69,12 @@ def adapt(
     where: str = "support set",
     label_names: Sequence[str] | None = None,
     info: dict | None = None,
+    label_words: Tensor | None = None,
 ) -> Params:
     """Fine-tune LoRA + head on the support set for `cfg.steps` steps; returns detached params.
+
+    With `label_words` (a label-word backbone: `metalora.label_words.scenario_words`) the head is the
+    scenario's words and a calibration bias instead of prototypes; 0 steps is then the zero-shot model.
 
     `on_step(step, params)` is called after step 0 (before any update) and after every step, which
     is how the bench records accuracy as a function of adaptation steps. `label_names` (in label-id
@@ -70,19 +83,33 @@ def adapt(
     """
     if len(support) == 0:
         raise DataError(f"{where}: the support set is empty")
+    if (label_words is not None) != (model.backbone.config.scoring == "label_words"):
+        raise ConfigError(f"{where}: backbone.scoring is {model.backbone.config.scoring!r} but the scenario's label words were "
+                          f"{'given' if label_words is not None else 'not given'}; pass label_words=scenario_words(model, scenario)")
     device = model.device
     labels = labels.to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    weight, bias, how = build_head(model, init.lora, support, labels, num_labels, cfg.head_init, gen, init.head_prior,
-                                   init.head_bank, label_names, float(init.logit_scale.exp()))
+    aug = FeatureAugmenter.build(cfg, init, model, where)  # None unless cfg.augment has calibrate or mixup
+    if aug is not None and label_words is not None:
+        raise ConfigError(f"{where}: adapt.augment (calibrate, mixup) mixes pooled features under the prototype head; "
+                          "backbone.scoring=label_words has neither: drop adapt.augment or use scoring: pooled")
+    params: Params = {k: v.detach().clone().to(device).requires_grad_(True) for k, v in init.lora.items()}
+    if label_words is not None:
+        params.update(label_word_head(label_words, device))
+        params[BIAS_KEY].requires_grad_(True)
+        head_keys = [BIAS_KEY]
+        how = HeadInfo("label_words", "the backbone scores label words")
+    else:
+        extra = aug.head_extra(model, init.lora, support, labels, num_labels) if aug else None
+        weight, bias, how = build_head(model, init.lora, support, labels, num_labels, cfg.head_init, gen, init.head_prior,
+                                       init.head_bank, label_names, float(init.logit_scale.exp()), extra)
+        params["head.weight"] = weight.detach().clone().to(device).requires_grad_(True)
+        params["head.bias"] = bias.detach().clone().to(device).requires_grad_(True)
+        params[SCALE_KEY] = init.logit_scale.detach().clone().to(device).requires_grad_(True)
+        head_keys = [*HEAD_KEYS, SCALE_KEY]
     if info is not None:
         info.update(how.to_dict())
-    params: Params = {k: v.detach().clone().to(device).requires_grad_(True) for k, v in init.lora.items()}
-    params["head.weight"] = weight.detach().clone().to(device).requires_grad_(True)
-    params["head.bias"] = bias.detach().clone().to(device).requires_grad_(True)
-    params[SCALE_KEY] = init.logit_scale.detach().clone().to(device).requires_grad_(True)
     lora_keys = [k for k in params if k in init.lora]
-    head_keys = [*HEAD_KEYS, SCALE_KEY]
 
     if cfg.optimizer == "sgd":
         lrs = init.inner_lrs
@@ -107,7 +134,7 @@ def adapt(
         else:
             idx = torch.randperm(n, generator=gen)[: cfg.batch_size]
             batch, y = support.select(idx), labels[idx]
-        loss = F.cross_entropy(model.logits(params, batch), y)
+        loss = aug.loss(model, params, batch, y) if aug else F.cross_entropy(model.logits(params, batch), y)
         if not torch.isfinite(loss):
             raise TrainingError(f"{where}: the loss became {loss.item()} at adaptation step {step}; lower the learning rate (lr={cfg.lr})")
         loss.backward()

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from metalora import __version__
 from metalora.errors import BackboneError, DataError
+from metalora.label_words import BIAS_KEY, WORDS_KEY
 from metalora.model import SCALE_KEY, LoraClassifier, Params, fold_head
 
 META_FILE = "metalora.json"
@@ -89,6 +90,9 @@ def save_folder(
         if "head.weight" in params:
             w, b = fold_head(params)
             save_file({"weight": w.contiguous().cpu(), "bias": b.contiguous().cpu()}, str(tmp / HEAD_FILE))
+        elif WORDS_KEY in params:  # a label-word head: the label words' token ids and the calibration bias
+            save_file({"words": params[WORDS_KEY].contiguous().cpu(), "bias": params[BIAS_KEY].detach().contiguous().cpu()},
+                      str(tmp / HEAD_FILE))
         if init_tensors:
             save_file({k: v.detach().contiguous().cpu() for k, v in init_tensors.items()}, str(tmp / INIT_FILE))
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False), encoding="utf-8")
@@ -115,6 +119,8 @@ def backbone_meta(model: LoraClassifier) -> dict:
         "max_length": bb.config.max_length,
         "truncation": bb.config.truncation,
         "head_tokens": bb.config.head_tokens,
+        "scoring": bb.config.scoring,
+        "prompt": bb.config.prompt,
     }
 
 
@@ -185,4 +191,6 @@ def load_head(path: Path) -> Params | None:
     if not f.is_file():
         return None
     sd = load_file(str(f))
+    if "words" in sd:
+        return {WORDS_KEY: sd["words"], BIAS_KEY: sd["bias"]}
     return {"head.weight": sd["weight"], "head.bias": sd["bias"], SCALE_KEY: torch.tensor(0.0)}

@@ -21,10 +21,12 @@ from metalora.adapt import Init, Timer, adapt as _adapt
 from metalora.adapter_io import (
     INIT_FILE, check_backbone, load_head, load_params, lora_settings_from, read_meta, save_folder,
 )
+from metalora.augment.calibration import load_feature_stats
 from metalora.backbones import load_backbone
 from metalora.config import AdaptConfig, BackboneConfig, LoraSettings
 from metalora.errors import DataError
 from metalora.heads import HeadBank
+from metalora.label_words import scenario_words
 from metalora.model import HEAD_KEYS, PRIOR_KEY, SCALE_KEY, Encoded, LoraClassifier, Params
 from metalora.scenarios import Scenario, check_support, get_scenario, sample_support
 
@@ -101,7 +103,7 @@ def load_init(spec: str | Path, backbone: BackboneConfig | str | None = None) ->
     from metalora.adapter_io import from_peft_key
 
     folder, lineage, meta, model, lora = _open_folder(spec, backbone)
-    init = Init(lora=lora, lineage=lineage, meta=meta)
+    init = Init(lora=lora, lineage=lineage, meta=meta, feature_stats=load_feature_stats(folder))
     if (folder / INIT_FILE).is_file():
         extra = load_file(str(folder / INIT_FILE))
         init.head_bank = HeadBank.load(meta.get("head"), extra, where=str(folder))
@@ -120,7 +122,8 @@ def _backbone_for(meta: dict, backbone: BackboneConfig | str | None) -> Backbone
     if backbone is None:
         return BackboneConfig(name=saved.get("name") or saved.get("base_model"), revision=saved.get("revision"),
                               max_length=int(saved.get("max_length", 128)), pooling=saved.get("pooling", "auto"),
-                              truncation=saved.get("truncation", "head"), head_tokens=int(saved.get("head_tokens", 32)))
+                              truncation=saved.get("truncation", "head"), head_tokens=int(saved.get("head_tokens", 32)),
+                              scoring=saved.get("scoring", "pooled"), prompt=saved.get("prompt"))
     return BackboneConfig(name=backbone) if isinstance(backbone, str) else backbone
 
 
@@ -144,6 +147,8 @@ def init_metadata(spec: str | Path) -> dict:
 
 def init_adapt_defaults(spec: str | Path) -> dict:
     """The adaptation settings a meta-init recommends (its inner loop), as AdaptConfig fields."""
+    if hasattr(spec, "defaults"):  # a metalora.library.LibraryStart: the chosen entry's settings
+        return dict(spec.defaults)
     folder, _ = _resolve(spec)
     rec = read_meta(folder).get("adapt") or {}
     return {k: rec[k] for k in ("optimizer", "lr", "head_lr", "steps") if k in rec}
@@ -162,7 +167,7 @@ def scenario_meta(sc: Scenario) -> dict:
 def adapt(
     scenario: str | Scenario,
     *,
-    init: str | Path | None = None,
+    init: str | Path | None = None,  # also `library:PATH[/top1|/compose]`, or a metalora.library.LibraryStart
     config: AdaptConfig | None = None,
     shots: int | None = 5,
     support_split: str = "train",
@@ -173,7 +178,18 @@ def adapt(
     """Adapt to a scenario from `shots` examples per class (None = the whole split)."""
     cfg = config or AdaptConfig()
     sc = get_scenario(scenario) if isinstance(scenario, str) else scenario
-    if init is not None:
+    if isinstance(init, str) and init.startswith("library:"):  # select (or compose) on this support set first
+        from metalora.library import Support, start_from
+
+        ds = sc.load(support_split)
+        if shots is not None:
+            ds = sample_support(ds, shots, cfg.seed, sc.num_labels, where=f"scenario {sc.name} split {support_split}")
+        init = start_from(init, Support.from_dataset(ds, sc.num_labels, sc.label_names), seed=cfg.seed)
+        if config is None:
+            cfg = AdaptConfig(**init.defaults)
+    if hasattr(init, "model") and hasattr(init, "init"):  # a metalora.library.LibraryStart
+        model, start = init.model, init.init
+    elif init is not None:
         if config is None:
             cfg = AdaptConfig(**init_adapt_defaults(init))
         # the init brings its own backbone unless the caller chose one explicitly
@@ -188,7 +204,16 @@ def adapt(
     check_support(ds, sc.num_labels, where=f"scenario {sc.name} split {support_split}")
     if evaluate_split is not None and evaluate_split not in sc.splits():
         raise DataError(f"scenario {sc.name} has no {evaluate_split!r} split to evaluate on (has {', '.join(sc.splits())})")
-    enc = model.encode(ds["text"])
+    texts, labels = list(ds["text"]), list(ds["label"])
+    augmented = {}
+    if cfg.augment.methods:
+        from metalora.augment.text import TextAugmenter
+
+        with Timer() as ta:
+            text_aug = TextAugmenter(cfg.augment, model.backbone)
+            texts, labels = text_aug(texts, labels, cfg.seed) if text_aug else (texts, labels)
+        augmented = {"methods": list(cfg.augment.methods), "examples": len(texts), "text_seconds": round(ta.seconds, 3)}
+    enc = model.encode(texts)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -196,9 +221,10 @@ def adapt(
         bar = tqdm(total=cfg.steps, desc=f"adapt {sc.name}", leave=False)
     with Timer() as t:
         head_info: dict = {}
-        params = _adapt(model, enc, torch.tensor(ds["label"]), sc.num_labels, start, cfg, where=f"scenario {sc.name}",
+        params = _adapt(model, enc, torch.tensor(labels), sc.num_labels, start, cfg, where=f"scenario {sc.name}",
                         label_names=sc.label_names, info=head_info,
-                        on_step=(lambda step, _p: bar.update(1 if step else 0)) if bar else None)
+                        on_step=(lambda step, _p: bar.update(1 if step else 0)) if bar else None,
+                        label_words=scenario_words(model, sc))
     if bar:
         bar.close()
     meta = {
@@ -207,7 +233,7 @@ def adapt(
         "scenario": scenario_meta(sc),
         "support": {"split": support_split, "shots": shots, "examples": len(ds), "seed": cfg.seed},
         "adapt": {"steps": cfg.steps, "lr": cfg.lr, "head_lr": cfg.head_lr, "optimizer": cfg.optimizer, "seconds": round(t.seconds, 3),
-                  "head": head_info},
+                  "head": head_info, **({"augment": augmented} if augmented else {})},
         "lineage": {"init": start.lineage},
         "metrics": {},
     }

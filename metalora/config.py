@@ -63,8 +63,20 @@ class BackboneConfig:
     )
     head_tokens: int = _help("With truncation=head_tail: tokens kept from the start of a too-long text.", default=32)
     pooling: str = _help("How token states become one vector: `auto` (mean for encoders, last token for decoders), `mean`, `cls`, `last`.", default="auto")
+    scoring: str = _help(
+        "How a scenario is scored: `pooled` (pooled token states and a per-scenario head built from class prototypes) or "
+        "`label_words` (decoders: each label's verbalizer word scored by the language-model head after `prompt`; "
+        "works zero-shot, with no head).",
+        default="pooled",
+    )
+    prompt: str | None = _help(
+        "Template wrapped around every text, `{text}` marking where it goes; only the text is truncated. Empty: the "
+        "text as is (pooled) or `{text}\\nAnswer:` (label_words).",
+        default=None,
+    )
     dtype: str = _help("Weights dtype for the frozen backbone: `float32`, `bfloat16`, `float16`.", default="float32")
-    load_in_4bit: bool = _help("Quantise the frozen backbone to 4 bits with bitsandbytes (QLoRA); needs CUDA, falls back to float with a warning otherwise.", default=False)
+    load_in_4bit: bool = _help("Quantise the frozen backbone to 4 bits (NF4, bf16 compute) with bitsandbytes (QLoRA); needs CUDA, falls back to float with a one-line warning otherwise.", default=False)
+    load_in_8bit: bool = _help("Quantise the frozen backbone to 8 bits with bitsandbytes; needs CUDA, falls back to float with a one-line warning otherwise.", default=False)
 
     def __post_init__(self) -> None:
         c = _Checks("backbone")
@@ -74,7 +86,11 @@ class BackboneConfig:
         c.require(self.truncation != "head_tail" or 0 <= self.head_tokens < self.max_length, "head_tokens",
                   f"got {self.head_tokens!r}; must be >= 0 and below max_length ({self.max_length}) so the tail keeps some tokens")
         c.choice(self.pooling, "pooling", ("auto", "mean", "cls", "last"))
+        c.choice(self.scoring, "scoring", ("pooled", "label_words"))
+        c.require(self.prompt is None or self.prompt.count("{text}") == 1, "prompt",
+                  f"got {self.prompt!r}; must contain `{{text}}` exactly once (where the text goes)")
         c.choice(self.dtype, "dtype", ("float32", "bfloat16", "float16"))
+        c.require(not (self.load_in_4bit and self.load_in_8bit), "load_in_8bit", "choose load_in_4bit or load_in_8bit, not both")
         c.done()
 
 
@@ -84,11 +100,11 @@ class LoraSettings:
     alpha: int = _help("LoRA alpha (the update is scaled by alpha / r).", default=16)
     dropout: float = _help("Dropout on the LoRA input; keep 0 for meta-learning so inner loops are deterministic.", default=0.0)
     target_modules: tuple[str, ...] | None = _help(
-        "Module names that get LoRA; empty means the architecture's default (query/value for BERT, q_proj/v_proj for Llama, c_attn for GPT-2).",
+        "Module names that get LoRA; empty means the architecture's default (query/value for BERT, q/v for MPNet, q_proj/v_proj for Llama, c_attn for GPT-2).",
         default=None,
     )
     top_layers: int | None = _help(
-        "Put LoRA on the top N transformer layers only. The frozen layers below are then computed once per example and cached, which makes training several times faster. Empty means all layers.",
+        "Put LoRA on the top N transformer layers only. The frozen layers below are then computed once per example and cached (BERT, MPNet, Llama, GPT-2: metalora/prefix_cache.py), which makes training several times faster. Empty means all layers.",
         default=None,
     )
 
@@ -99,6 +115,70 @@ class LoraSettings:
         c.require(0.0 <= self.dropout < 1.0, "dropout", f"got {self.dropout!r}; must be in [0, 1)")
         if self.top_layers is not None:
             c.positive(self.top_layers, "top_layers")
+        c.done()
+
+
+
+# The support-set augmentations `adapt` knows (metalora/augment/), and the groups the bench and the CLI accept.
+TEXT_AUGMENTATIONS = ("dropout", "swap", "neighbours", "paraphrase")
+FEATURE_AUGMENTATIONS = ("calibrate", "mixup")
+SUPPORT_AUGMENTATIONS = TEXT_AUGMENTATIONS + FEATURE_AUGMENTATIONS
+AUGMENT_GROUPS = {"none": (), "support": ("dropout", "swap", "neighbours"), "feature": ("calibrate",)}
+
+
+def expand_augmentations(names: typing.Iterable[str], field_name: str = "augment.methods") -> tuple[str, ...]:
+    """Names and groups (`support` = the three text perturbations, `feature` = calibrate) -> method names.
+
+    An unknown name is a ConfigError that lists every valid one."""
+    out: list[str] = []
+    for name in names:
+        name = name.strip()
+        if name in AUGMENT_GROUPS:
+            out.extend(AUGMENT_GROUPS[name])
+        elif name in SUPPORT_AUGMENTATIONS:
+            out.append(name)
+        else:
+            close = difflib.get_close_matches(name, [*SUPPORT_AUGMENTATIONS, *AUGMENT_GROUPS], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            groups = ", ".join(f"{g} (= {'+'.join(m) or 'nothing'})" for g, m in AUGMENT_GROUPS.items())
+            raise ConfigError(f"{field_name}: unknown augmentation {name!r}{hint}; valid: {', '.join(SUPPORT_AUGMENTATIONS)}, "
+                              f"or the groups {groups}")
+    return tuple(dict.fromkeys(out))
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    methods: tuple[str, ...] = _help(
+        "Support-set augmentations: `dropout` (delete words), `swap` (swap neighbouring words), `neighbours` (replace words "
+        "by their nearest neighbours in the backbone's own input-embedding space), `paraphrase` (paraphrases generated by "
+        "the offline GPT backbone, extra `gpt`), `calibrate` (extra support features sampled from class distributions "
+        "calibrated with the meta-init's training-scenario statistics; Yang et al., ICLR 2021), `mixup` (mixup of pooled "
+        "representations in the adaptation loss; needs steps > 0). Groups: `support` = dropout+swap+neighbours, "
+        "`feature` = calibrate. Empty: none.",
+        default=(),
+    )
+    copies: int = _help("Perturbed copies of each support text per text augmentation (dropout, swap, neighbours, paraphrase).", default=2)
+    word_p: float = _help("Fraction of a text's words that dropout, swap and neighbours touch (at least one).", default=0.1)
+    neighbour_top_k: int = _help("neighbours: a replacement is drawn from this many nearest input-embedding neighbours.", default=5)
+    calibrate_samples: int = _help("calibrate: features sampled per class (spread over the class's support examples).", default=20)
+    calibrate_k: int = _help("calibrate: nearest training classes whose statistics calibrate each support example.", default=2)
+    calibrate_alpha: float = _help("calibrate: variance added to the calibrated covariance (Yang et al.'s alpha), in units of "
+                                   "the training classes' mean per-dimension variance.", default=0.2)
+    mixup_alpha: float = _help("mixup: Beta(alpha, alpha) draws the mixing weight of two support examples' pooled features.", default=0.4)
+    paraphrase_model: str = _help("paraphrase: the causal LM that writes paraphrases (`smollm2`, or `tiny-llama` for tests).", default="smollm2")
+    paraphrase_max_new_tokens: int = _help("paraphrase: tokens generated per paraphrase at most.", default=64)
+
+    def __post_init__(self) -> None:
+        c = _Checks("augment")
+        try:
+            object.__setattr__(self, "methods", expand_augmentations(self.methods))
+        except ConfigError as exc:
+            c.problems.append(str(exc))
+        for name in ("copies", "neighbour_top_k", "calibrate_samples", "calibrate_k", "paraphrase_max_new_tokens"):
+            c.positive(getattr(self, name), name)
+        c.require(0.0 < self.word_p <= 1.0, "word_p", f"got {self.word_p!r}; must be in (0, 1]")
+        c.positive(self.calibrate_alpha, "calibrate_alpha", allow_zero=True)
+        c.positive(self.mixup_alpha, "mixup_alpha")
         c.done()
 
 
@@ -115,6 +195,7 @@ class AdaptConfig:
     head_init: str = _help("`prototype`: head rows from support-set class means (Proto-MAML); `random`: a freshly initialised linear layer.", default="prototype")
     seed: int = _help("Seed for sampling and training.", default=0)
     eval_batch_size: int = _help("Batch size for evaluation and prediction.", default=64)
+    augment: AugmentConfig = _help("Support-set augmentation (metalora/augment/); none by default.", default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         c = _Checks("adapt")
@@ -282,20 +363,53 @@ def dump_config(cfg: Any, path: str | Path) -> None:
 class EpisodeConfig:
     n_way: int | None = _help("Classes per episode; empty means all of the scenario's classes.", default=None)
     k_shot: int = _help("Support examples per class.", default=5)
-    query_size: int = _help("Query examples per episode.", default=16)
+    query_size: int = _help("Query examples per episode (with query_balance natural, fewer when a scenario has fewer left after the support).", default=16)
     query_balance: str = _help("`balanced`: equal query examples per class; `natural`: drawn with the scenario's own class balance (ARSC test sets are imbalanced).", default="balanced")
-    weighting: str = _help("How scenarios are drawn: `uniform`, or `size` (proportional to their number of examples).", default="uniform")
+    weighting: str = _help("How scenarios are drawn: `uniform`, `size` (proportional to their number of examples), or `family` "
+                           "(each family equally often, then uniformly within it, so a family cut into many scenarios does not "
+                           "crowd out the others).", default="uniform")
     label_permutation: bool = _help("Shuffle the order of classes in every episode, so the init cannot memorise label identities.", default=True)
     split: str = _help("Split that episodes are drawn from.", default="train")
+    # task augmentation (metalora/augment/tasks.py): training episodes only, never validation ones
+    task_interpolation: float = _help(
+        "Probability that a training episode is MLTI's interpolation of two scenarios' episodes (Yao et al., ICLR 2021): "
+        "class c of the new task mixes class c of each, at the frozen prefix's hidden states (the input of the LoRA "
+        "layers), with one Beta(interpolation_alpha) weight for support and query. Needs a backbone with a prefix cache.",
+        default=0.0,
+    )
+    interpolation_alpha: float = _help("task_interpolation: the Beta(alpha, alpha) of the mixing weight.", default=0.5)
+    k_shot_min: int | None = _help("Vary K: each training episode draws its shots uniformly from k_shot_min..k_shot (empty: always k_shot).", default=None)
+    n_way_min: int | None = _help(
+        "Vary N (splitting label sets): each training episode draws its number of classes uniformly from n_way_min up to "
+        "n_way (or the scenario's class count), so a scenario's label set is also met in parts. Empty: fixed.",
+        default=None,
+    )
+    merge_scenarios: float = _help(
+        "Probability that a training episode merges the label sets of two scenarios of different groups (ARSC domain, "
+        "else scenario) into one task with the classes (and the query sets) of both.",
+        default=0.0,
+    )
+
+    @property
+    def augments_tasks(self) -> bool:
+        return bool(self.task_interpolation or self.merge_scenarios or self.k_shot_min is not None or self.n_way_min is not None)
 
     def __post_init__(self) -> None:
         c = _Checks("episodes")
         if self.n_way is not None:
             c.require(self.n_way >= 2, "n_way", f"got {self.n_way}; an episode needs at least 2 classes")
         c.positive(self.k_shot, "k_shot")
+        for name in ("task_interpolation", "merge_scenarios"):
+            c.require(0.0 <= getattr(self, name) <= 1.0, name, f"got {getattr(self, name)!r}; a probability in [0, 1]")
+        c.positive(self.interpolation_alpha, "interpolation_alpha")
+        if self.k_shot_min is not None:
+            c.require(1 <= self.k_shot_min <= self.k_shot, "k_shot_min", f"got {self.k_shot_min!r}; must be in 1..k_shot ({self.k_shot})")
+        if self.n_way_min is not None:
+            c.require(self.n_way_min >= 2 and (self.n_way is None or self.n_way_min <= self.n_way), "n_way_min",
+                      f"got {self.n_way_min!r}; must be >= 2 and at most n_way ({self.n_way})")
         c.positive(self.query_size, "query_size")
         c.choice(self.query_balance, "query_balance", ("balanced", "natural"))
-        c.choice(self.weighting, "weighting", ("uniform", "size"))
+        c.choice(self.weighting, "weighting", ("uniform", "size", "family"))
         c.done()
 
 
@@ -390,6 +504,13 @@ class MetaTrainConfig:
     log_with: str = _help("`tensorboard` (logs under output_dir/logs) or `none`.", default="tensorboard")
     seed: int = _help("Seed of the episode stream; the same seed gives the same run on 1 or N processes.", default=0)
     output_dir: str = _help("Where checkpoints, logs and the meta-init (output_dir/meta-init) go.", default="runs/meta")
+    feature_stats: int = _help(
+        "Training examples per (scenario, class) whose features, under the finished init, give the class statistics "
+        "saved with the meta-init for `adapt`'s calibrate augmentation (metalora/augment/calibration.py), e.g. 100. "
+        "0: none (a pass over every training class costs minutes on a large suite; `bench --augment` computes them "
+        "when a calibrate row needs them, `python -m metalora.augment.calibration INIT` adds them later).",
+        default=0,
+    )
 
     def __post_init__(self) -> None:
         c = _Checks("meta")
@@ -401,6 +522,8 @@ class MetaTrainConfig:
         c.positive(self.inner_lr, "inner_lr")
         c.positive(self.outer_lr, "outer_lr")
         c.positive(self.logit_scale, "logit_scale")
+        c.require(not self.head_prior or self.backbone.scoring == "pooled", "head_prior",
+                  "shapes the prototype head; backbone.scoring=label_words has none")
         c.require(not self.head_prior or self.algorithm in ("fomaml", "maml", "metasgd"), "head_prior",
                   f"is learned through the head, which {self.algorithm} does not differentiate; use fomaml, maml or metasgd")
         c.positive(self.eval_every, "eval_every", allow_zero=True)
@@ -419,4 +542,8 @@ class MetaTrainConfig:
                   "val_scenarios and eval_every > 0, or give one value each")
         c.choice(self.mixed_precision, "mixed_precision", ("no", "bf16"))
         c.choice(self.log_with, "log_with", ("tensorboard", "none"))
+        c.positive(self.feature_stats, "feature_stats", allow_zero=True)
+        c.require(not (self.algorithm == "multitask" and self.episodes.augments_tasks), "episodes",
+                  "task augmentation (task_interpolation, merge_scenarios, k_shot_min, n_way_min) makes new tasks, which "
+                  "the multitask baseline's per-scenario heads cannot serve; switch it off for algorithm multitask")
         c.done()

@@ -29,3 +29,7 @@ class HubError(MetaloraError, RuntimeError):
 
 class TrainingError(MetaloraError, RuntimeError):
     """Training could not go on (for example a NaN loss); the message names the step."""
+
+
+class DataWarning(UserWarning):
+    """Data that works but may mislead (e.g. test texts that also occur in train); the message says how to fix it."""

@@ -8,8 +8,8 @@ so a head is built per scenario (from class prototypes, as Proto-MAML does) and 
 
 Why a prefix cache: with LoRA on the top N layers only, the layers below never change, so their
 output is computed once per example (`encode`) and every training step runs only the top layers.
-That is exact (tested) and several times faster on a CPU. It is implemented for BERT-style encoders;
-decoders run the whole stack each step.
+That is exact (tested) and several times faster on a CPU. `metalora.prefix_cache` says which
+architectures it supports (BERT, MPNet, Llama, GPT-2) and how; any other runs the whole stack each step.
 """
 from __future__ import annotations
 
@@ -23,9 +23,11 @@ from peft import LoraConfig, get_peft_model
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from metalora import prefix_cache
 from metalora.backbones import Backbone, default_target_modules
 from metalora.config import LoraSettings
 from metalora.errors import BackboneError
+from metalora.label_words import WORDS_KEY, label_word_logits, last_index, positions, prompt_tokenize, template
 
 Params = dict[str, Tensor]
 HEAD_KEYS = ("head.weight", "head.bias")
@@ -71,7 +73,7 @@ class Encoded:
 
     ids: Tensor  # [N, T]
     mask: Tensor  # [N, T]
-    hidden: Tensor | None = None  # [N, T, H] output of the frozen layers below the LoRA ones
+    hidden: Tensor | None = None  # [N, T, H] states entering the lowest LoRA layer (`LoraClassifier.cut`)
 
     def __len__(self) -> int:
         return self.ids.shape[0]
@@ -125,8 +127,8 @@ class LoraClassifier(nn.Module):
         for name, p in self.named_parameters():
             p.requires_grad_(name in self.lora_names)
         self.default_lora = self.lora_params()  # peft's own init: the `vanilla` starting point
-        layers = self.peft_config.layers_to_transform
-        self.cut = min(layers) if (layers and self.cacheable) else 0
+        self.cache_plan = prefix_cache.plan(backbone.model_type, self.lora_names, backbone.layers_path)
+        self.cut = self.cache_plan.cut or 0  # layers [0, cut) run once per example in `encode`
 
     def enable_double_backward(self) -> None:
         """Second-order MAML differentiates through attention's backward, which the fused CPU SDPA
@@ -136,17 +138,12 @@ class LoraClassifier(nn.Module):
     # -- structure -------------------------------------------------------------------------------
     @property
     def cacheable(self) -> bool:
-        return self.backbone.model_type == "bert"
+        """Whether `encode` keeps the frozen prefix's states (see `metalora.prefix_cache`; `cache_plan.why_not`)."""
+        return self.cache_plan.cut is not None
 
     @property
     def base(self) -> nn.Module:
         return self.peft.base_model.model
-
-    def _layers(self) -> nn.ModuleList:
-        node = self.base
-        for part in self.backbone.layers_path.split("."):
-            node = getattr(node, part)
-        return node
 
     def lora_params(self) -> Params:
         """The current LoRA weights, detached copies (a snapshot, e.g. peft's default init)."""
@@ -162,6 +159,10 @@ class LoraClassifier(nn.Module):
     # -- inputs ----------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         cfg, tok = self.backbone.config, self.backbone.tokenizer
+        prompt = template(cfg)
+        if prompt != "{text}":  # only the text is shortened, never the prompt's end
+            return prompt_tokenize(tok, texts, prompt, cfg.max_length, cfg.truncation, cfg.head_tokens,
+                                   trailing_specials=cfg.scoring != "label_words")
         if cfg.truncation == "head":
             out = tok(list(texts), padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt")
             return out["input_ids"], out["attention_mask"]
@@ -174,15 +175,11 @@ class LoraClassifier(nn.Module):
         enc = Encoded(ids, mask)
         if not self.cacheable:
             return enc
-        device = self.device
+        device, stack = self.device, self.cache_plan.stack
         chunks = []
         for start in range(0, len(ids), batch_size):
             i, m = ids[start:start + batch_size].to(device), mask[start:start + batch_size].to(device)
-            h = self.base.embeddings(input_ids=i)
-            ext = self._attention_mask(h, m)
-            for layer in self._layers()[: self.cut]:
-                h = layer(h, ext)
-            chunks.append(h.cpu())
+            chunks.append(prefix_cache.prefix(stack, self.base, i, m, self.cut).cpu())
         enc.hidden = torch.cat(chunks) if chunks else torch.zeros(0, ids.shape[1], self.backbone.hidden_size)
         return enc
 
@@ -190,42 +187,50 @@ class LoraClassifier(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def _attention_mask(self, hidden: Tensor, mask: Tensor):
-        from transformers.masking_utils import create_bidirectional_mask
-
-        return create_bidirectional_mask(config=self.base.config, inputs_embeds=hidden, attention_mask=mask)
-
     # -- forward ---------------------------------------------------------------------------------
-    def forward(self, ids: Tensor, mask: Tensor, hidden: Tensor | None = None) -> Tensor:
-        """Pooled, normalised features [N, H] from token ids (or the cached prefix states)."""
-        if hidden is not None:
-            ext = self._attention_mask(hidden, mask)
-            h = hidden
-            for layer in self._layers()[self.cut:]:
-                h = layer(h, ext)
+    def forward(self, ids: Tensor, mask: Tensor, hidden: Tensor | None = None, tokens: bool = False) -> Tensor:
+        """Pooled, normalised features [N, H] from token ids (or the cached prefix states); with
+        `tokens=True` the last layer's token states [N, T, H] (final norm included) instead."""
+        if hidden is not None and self.cacheable:
+            h = prefix_cache.suffix(self.cache_plan.stack, self.base, hidden, mask, self.cut)
+        elif self.backbone.kind == "decoder":  # positions from the mask: left padding = right padding
+            h = self.peft(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).last_hidden_state
         else:
             h = self.peft(input_ids=ids, attention_mask=mask).last_hidden_state
+        if tokens:
+            return h
         return F.normalize(pool(h, mask, self.backbone.pooling), dim=-1)
 
     def features(self, params: Params | None, enc: Encoded) -> Tensor:
         """Features under `params` (LoRA weights by name) without touching the module's own weights."""
+        return self._run(params, enc, tokens=False)
+
+    def token_states(self, params: Params | None, enc: Encoded) -> Tensor:
+        """The last layer's token states [N, T, H] under `params` (e.g. for a language-model head),
+        from the cached prefix when `enc` has one."""
+        return self._run(params, enc, tokens=True)
+
+    def _run(self, params: Params | None, enc: Encoded, tokens: bool) -> Tensor:
         device = self.device
         args = (enc.ids.to(device), enc.mask.to(device), enc.hidden.to(device) if enc.hidden is not None else None)
         if params is None:
-            return self(*args)
-        return functional_call(self, self.lora_only(params), args, strict=False)
+            return self(*args, tokens=tokens)
+        return functional_call(self, self.lora_only(params), args, {"tokens": tokens}, strict=False)
 
     def lora_only(self, params: Params) -> Params:
         """The LoRA entries of a params dict (dropping head, scale and anything else)."""
         return {k: v for k, v in params.items() if k in self.lora_set}
 
     def logits(self, params: Params, enc: Encoded) -> Tensor:
+        if WORDS_KEY in params:  # a label-word head: the LM head scores each class's word (metalora.label_words)
+            return label_word_logits(self, params, enc)
         return head_logits(params, self.features(params, enc))
 
     @torch.no_grad()
     def predict_proba(self, params: Params, enc: Encoded, batch_size: int = 64) -> Tensor:
         out = [torch.softmax(self.logits(params, b), dim=-1).cpu() for b in enc.batches(batch_size)]
-        return torch.cat(out) if out else torch.zeros(0, params["head.weight"].shape[0])
+        classes = params[WORDS_KEY if WORDS_KEY in params else "head.weight"].shape[0]
+        return torch.cat(out) if out else torch.zeros(0, classes)
 
 
 def pool(h: Tensor, mask: Tensor, how: str) -> Tensor:
@@ -234,9 +239,8 @@ def pool(h: Tensor, mask: Tensor, how: str) -> Tensor:
         return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
     if how == "cls":
         return h[:, 0]
-    # last non-padding token (right padding)
-    last = mask.long().sum(1).clamp_min(1) - 1
-    return h[torch.arange(h.shape[0], device=h.device), last]
+    # the last real token, wherever the padding is
+    return h[torch.arange(h.shape[0], device=h.device), last_index(mask)]
 
 
 # -- heads -----------------------------------------------------------------------------------------

@@ -171,11 +171,18 @@ def build_model_card(folder: str | Path, *, repo_id: str | None = None, endpoint
         lines.append(f"metalora adapt --init hf://{repo_id or 'ORG/NAME'} ...")
     else:
         lines.append(f"metalora predict --adapter {repo_id or 'ORG/NAME'} ...")
+    if backbone.get("scoring") == "label_words":
+        head_text = ["The LoRA weights load with plain peft. The scenario is scored by label words: a text goes into the prompt "
+                     f"`{backbone.get('prompt') or '{text}' + chr(10) + 'Answer:'}` and each class scores the log-likelihood of its "
+                     "word under the base model's language-model head (`metalora_head.safetensors`: `words`, the words' token "
+                     "ids [num_labels, L] padded with -1, and `bias` [num_labels], added to the scores):", ""]
+    else:
+        head_text = ["The LoRA weights load with plain peft (the classification head is `metalora_head.safetensors`:",
+                     "`weight` [num_labels, hidden] and `bias` [num_labels], applied to the "
+                     f"{backbone.get('pooling', 'pooled')}-pooled hidden states):", ""]
     lines += [
         "```", "",
-        "The LoRA weights load with plain peft (the classification head is `metalora_head.safetensors`:",
-        "`weight` [num_labels, hidden] and `bias` [num_labels], applied to the "
-        f"{backbone.get('pooling', 'pooled')}-pooled hidden states):", "",
+        *head_text,
         "```python",
         "from transformers import AutoModel",
         "from peft import PeftModel",

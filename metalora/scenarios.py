@@ -8,7 +8,7 @@ labels) happen here, before any training starts, with errors that name the file 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -16,23 +16,31 @@ import numpy as np
 
 from metalora.cards import ARSC_SPLITS, ScenarioCard, discover_cards, load_card
 from metalora.errors import DataError
+from metalora.tables import ScenarioInfo, Skipped, expand_table
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """One scenario: a card plus, for multi-scenario cards (ARSC), which domain and threshold."""
+    """One scenario: a card plus, for multi-scenario cards, which part of it.
+
+    ARSC cards set `arsc_task` (domain, threshold); table cards (metalora/tables.py) set `labels` (the
+    classes this scenario keeps, which differ from scenario to scenario) and `info` (its key, label
+    counts, dropped classes, split sizes and source table).
+    """
 
     card: ScenarioCard
     name: str
     arsc_task: tuple[str, str] | None = None  # (domain, threshold)
+    labels: tuple[str, ...] | None = None
+    info: ScenarioInfo | None = field(default=None, compare=False, repr=False)
 
     @property
     def label_names(self) -> tuple[str, ...]:
-        return self.card.label_names
+        return self.labels if self.labels is not None else self.card.label_names
 
     @property
     def num_labels(self) -> int:
-        return self.card.num_labels
+        return len(self.label_names)
 
     @property
     def task_type(self) -> str:
@@ -42,8 +50,15 @@ class Scenario:
     def family(self) -> str:
         return self.card.family
 
+    @property
+    def key(self) -> dict[str, str]:
+        """For a table scenario, the value of each scenario column (e.g. {"subCategory": "Bags"}); else {}."""
+        return dict(self.info.key) if self.info else {}
+
     def splits(self) -> tuple[str, ...]:
         src = self.card.source
+        if self.info is not None:
+            return tuple(s for s, _ in self.info.split_sizes)
         if src.type == "local":
             return tuple(s for s, _ in src.data_files)
         if src.type == "arsc":
@@ -54,6 +69,19 @@ class Scenario:
     def load(self, split: str):
         """The split as a `datasets.Dataset` with columns `text` (str) and `label` (int)."""
         return _load_split(self, split)
+
+    def source_rows(self, split: str) -> list[tuple[str, int]]:
+        """For a table scenario, where each row of `load(split)` comes from: (split of the source table, row
+        number in it, 0-based), in the same order; rows of different cards over one table are comparable when
+        their `info.source_id` is equal. A text repeated in the table is kept once, with its first row."""
+        if self.info is None:
+            raise DataError(f"scenario {self.name}: source rows are known for table cards only (scenario_column, filter, ...)")
+        return list(_part(self).rows[self._split(split)])
+
+    def _split(self, split: str) -> str:
+        if split not in self.splits():
+            raise DataError(f"scenario {self.name}: no split {split!r}; available: {', '.join(self.splits())}")
+        return split
 
 
 def arsc_file(data_dir: Path, domain: str, threshold: str, split: str) -> Path:
@@ -69,8 +97,12 @@ def arsc_domains(data_dir: Path) -> list[str]:
 
 
 def expand(card: ScenarioCard, domains: Sequence[str] | None = None) -> list[Scenario]:
-    """A card's scenarios; for an ARSC card one per domain x threshold (optionally only `domains`)."""
+    """A card's scenarios: one per ARSC domain x threshold (optionally only `domains`), one per value of a table
+    card's scenario_column (scenarios left with fewer than two classes are skipped: see `skipped`), else one."""
     src = card.source
+    if card.is_table:
+        exp = expand_table(card)
+        return [Scenario(card, name, labels=part.label_names, info=exp.infos[name]) for name, part in exp.parts.items()]
     if src.type != "arsc":
         return [Scenario(card, card.name)]
     available = arsc_domains(src.data_dir)
@@ -83,26 +115,54 @@ def expand(card: ScenarioCard, domains: Sequence[str] | None = None) -> list[Sce
     return [Scenario(card, f"{card.name}/{d}.{t}", (d, t)) for d in wanted for t in src.thresholds]
 
 
+def skipped(card: ScenarioCard) -> list[Skipped]:
+    """A table card's scenarios that were not kept (fewer than two classes with min_per_class rows), with why."""
+    return list(expand_table(card).skipped) if card.is_table else []
+
+
 def all_scenarios(cards_dir: str | Path | None = None) -> dict[str, Scenario]:
+    """Every scenario of every card; two cards that give the same scenario name are an error naming both."""
     out: dict[str, Scenario] = {}
     for card in discover_cards(cards_dir):
         for sc in expand(card):
+            if sc.name in out:
+                other = out[sc.name].card.path
+                if other.resolve() == card.path.resolve():  # the same card reached twice (a folder and a file in it)
+                    continue
+                raise DataError(f"scenario name {sc.name!r} comes from two cards, {other} and {card.path}; "
+                                "change metalora.name in one of them")
             out[sc.name] = sc
     return out
 
 
 def get_scenario(name: str, cards_dir: str | Path | None = None) -> Scenario:
-    """A scenario by name (`synthetic/sentiment/kitchen`, `arsc/music.t2`) or by card path."""
+    """A scenario by name (`synthetic/sentiment/kitchen`, `arsc/music.t2`, `fashion/article_type/Bags`) or by
+    card path (a card with one scenario)."""
     if name.endswith(".md") or Path(name).is_file():
-        return expand(load_card(name))[0]
-    if name.startswith("arsc/"):
-        # resolve ARSC names without reading every other card
-        for card in discover_cards(cards_dir):
-            if card.source.type == "arsc" and name.startswith(card.name + "/"):
-                domain, _, thr = name[len(card.name) + 1:].rpartition(".")
-                if thr not in card.source.thresholds:
-                    raise DataError(f"unknown ARSC threshold {thr!r} in {name!r}; use one of {', '.join(card.source.thresholds)}")
-                return expand(replace(card, source=replace(card.source, thresholds=(thr,))), [domain])[0]
+        card = load_card(name)
+        scenarios = expand(card)
+        if len(scenarios) != 1 and card.is_table:
+            raise DataError(f"card {name} expands into {len(scenarios)} scenarios; name one of them, e.g. "
+                            f"{', '.join(sc.name for sc in scenarios[:3])} (see `metalora scenarios`)")
+        return scenarios[0]
+    for card in discover_cards(cards_dir):
+        if not (name == card.name or name.startswith(card.name + "/")):
+            continue
+        if card.source.type == "arsc":  # resolve ARSC names without reading every other card
+            domain, _, thr = name[len(card.name) + 1:].rpartition(".")
+            if thr not in card.source.thresholds:
+                raise DataError(f"unknown ARSC threshold {thr!r} in {name!r}; use one of {', '.join(card.source.thresholds)}")
+            return expand(replace(card, source=replace(card.source, thresholds=(thr,))), [domain])[0]
+        if name == card.name and not card.is_table:
+            return expand(card)[0]
+        if card.is_table:  # read only this card's table
+            for sc in expand(card):
+                if sc.name == name:
+                    return sc
+            for sk in skipped(card):
+                if sk.name == name:
+                    raise DataError(f"scenario {name!r} of {card.path} was skipped: {sk.reason}; lower metalora.min_per_class "
+                                    "or choose another scenario")
     scenarios = all_scenarios(cards_dir)
     if name not in scenarios:
         import difflib
@@ -168,9 +228,22 @@ def _read_arsc(path: Path, where_label: str):
     return Dataset.from_dict({"text": texts, "label": labels})
 
 
+def _part(sc: Scenario):
+    part = expand_table(sc.card).parts.get(sc.name)
+    if part is None:
+        raise DataError(f"scenario {sc.name} is no longer in {sc.card.path} (its data changed); list them with `metalora scenarios`")
+    return part
+
+
 @functools.lru_cache(maxsize=256)
 def _load_split(sc: Scenario, split: str):
     src = sc.card.source
+    if sc.card.is_table:
+        from datasets import Dataset
+
+        part = _part(sc)
+        split = sc._split(split)
+        return Dataset.from_dict({"text": part.texts[split], "label": part.labels[split].tolist()})
     if src.type == "arsc":
         domain, thr = sc.arsc_task
         path = arsc_file(src.data_dir, domain, thr, split)

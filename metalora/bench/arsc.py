@@ -144,14 +144,14 @@ def run_arsc(data_dir: str | Path, targets: Sequence[str], train_domains: str | 
     data_dir = Path(data_dir)
     parse_methods(opts.methods)
     tasks = arsc_targets(data_dir, targets, support_split)
-    needs_training = ("meta" in opts.methods and not opts.meta_init) or ("multitask" in opts.methods and not opts.multitask_init)
+    needs_training = opts.needs_training
     with tempfile.TemporaryDirectory(prefix="metalora-bench-cards-") as tmp:
         train_cfg = load_config(MetaTrainConfig, opts.meta_config, list(opts.meta_overrides))
         episodes, val_split = train_cfg.episodes, train_cfg.val_split
         need = episodes.k_shot + (-(-episodes.query_size // 2) if episodes.query_balance == "balanced" else 1)
         training = arsc_training(data_dir, train_domains, tasks, Path(tmp), min_per_class=need if needs_training else 0,
                                  val_split=val_split)
-        if needs_training:
+        if needs_training or any(m in opts.methods for m in ("select", "compose")):  # the library adapts to them too
             if not training.scenarios:
                 raise DataError(f"no training domain with a .train file in {data_dir}; cannot train the meta / multitask inits")
             write_arsc_cards(data_dir, list(training.describe["domains"]) + training.describe["val_domains"], Path(tmp))

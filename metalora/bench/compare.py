@@ -17,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +34,8 @@ from metalora.bench.setfit_runner import SetFitRunner, SetFitSettings
 from metalora.bench.support import borderline_indices, check_sampling, typicality
 from metalora.config import AdaptConfig, BackboneConfig, MetaTrainConfig, load_config
 from metalora.errors import ConfigError, DataError
+from metalora.label_words import scenario_words
+from metalora.library.bench import LIBRARY_METHODS
 from metalora.scenarios import Scenario, sample_support
 
 
@@ -108,7 +111,18 @@ class BenchOptions:
     support_sampling: str = "random"
     borderline_fraction: float = 0.25
     max_overlap: float = 0.01  # a target whose test texts occur in training more often than this is refused
+    library: str | None = None  # select / compose: the adapter library folder (built there when empty, reused after)
+    library_shots: int = 32  # select / compose: examples per class each library adapter was adapted on
+    selector_candidates: int | None = 10  # select: adapters per training scenario the learned selector adapts (+ inits)
+    augment: tuple = ()  # metalora.augment.ablation.Setting rows beside `meta` (bench --augment)
+    augment_overrides: tuple[str, ...] = ()  # AugmentConfig fields for those rows (bench --augment-set)
     extra: dict = field(default_factory=dict)  # copied into the report (data_dir, ...)
+
+    @property
+    def needs_training(self) -> bool:
+        """Whether the run trains an init: meta / multitask without a given one, or a task-augmentation row."""
+        return (("meta" in self.methods and not self.meta_init) or ("multitask" in self.methods and not self.multitask_init)
+                or any(st.task for st in self.augment))
 
 
 def parse_curve_steps(spec: str | None) -> tuple[int, ...]:
@@ -260,6 +274,15 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
     methods = parse_methods(opts.methods)
     check_sampling(opts.support_sampling, opts.borderline_fraction)
     notes: list[str] = []
+    # the augmentation ablation: each --augment setting is a row `meta+<setting>` beside `meta`
+    augmented = {st.row: st for st in opts.augment if st.row != "meta"}
+    if opts.augment:
+        from metalora.config import AugmentConfig
+
+        aug_base = load_config(AugmentConfig, None, list(opts.augment_overrides))
+        if "meta" not in methods:
+            methods.insert(0, "meta")
+        methods += list(augmented)
     if "setfit" in methods and not setfit_available():
         methods.remove("setfit")
         notes.append("setfit skipped: the `setfit` package is not installed (pip install setfit)")
@@ -302,6 +325,10 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
             notes.append("meta: no --meta-init or --meta-config; meta-trained with MetaTrainConfig defaults")
     if needs["multitask"]:
         configs["multitask"] = _train_config(opts, training, "multitask", out / "multitask-train")
+    for row, st in augmented.items():
+        if st.task:  # a task augmentation meta-trains its own init: the meta config plus that augmentation
+            cfg = _train_config(opts, training, None, out / f"{row.replace('+', '_')}-train")
+            configs[row] = replace(cfg, episodes=replace(cfg.episodes, **dict(st.task)))
     dropped = overlap_with_training(targets, _training_data(configs, given, training, notes), opts.max_overlap)
     for name, texts in dropped.items():
         notes.append(f"{name}: {len(texts)} test text(s) also occur in the training data and are not scored "
@@ -344,7 +371,7 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
     del trainers
 
     inits = {}
-    for name in ("meta", "multitask"):
+    for name in ("meta", "multitask", *(r for r, st in augmented.items() if st.task)):
         if name in methods:
             model, init = load_init(init_dirs[name])
             if name in given and opts.backbone and model.backbone.config.name != opts.backbone:
@@ -355,14 +382,29 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
         if inits:
             ref = next(iter(inits.values()))[0]
         else:
-            bcfg = BackboneConfig(name=opts.backbone or "minilm")
-            lora = load_config(MetaTrainConfig, opts.meta_config).lora if opts.meta_config else MetaTrainConfig().lora
-            ref = intern(LoraClassifier(load_backbone(bcfg), lora))
+            given_cfg = load_config(MetaTrainConfig, opts.meta_config, list(opts.meta_overrides)) if opts.meta_config else None
+            bcfg = given_cfg.backbone if given_cfg else BackboneConfig(name=opts.backbone or "minilm")  # scoring, prompt too
+            if opts.backbone:
+                bcfg = replace(bcfg, name=opts.backbone)
+            ref = intern(LoraClassifier(load_backbone(bcfg), given_cfg.lora if given_cfg else MetaTrainConfig().lora))
     backbone_name = ref.backbone.config.name
 
     # 4. support sets (borderline draws read the plain backbone's features)
     supports = _supports(targets, opts, ref)
     fixed = {t.name: t.is_fixed(opts.shots) for t in targets}
+
+    stats_seconds = {}
+    for row, st in augmented.items():  # a calibrate row needs its init's training-class statistics
+        model, init = inits[row] if st.task else inits["meta"]
+        if "calibrate" in st.support and init.feature_stats is None:
+            from metalora.augment.calibration import suite_stats
+
+            t0 = time.perf_counter()
+            init.feature_stats = suite_stats(model, init, training.cards_dir)
+            stats_seconds[row if st.task else "meta"] = time.perf_counter() - t0
+    if stats_seconds:
+        notes.append("feature statistics for calibrate computed here (100 training examples per class, under each init's "
+                     "weights; not written to the init): " + ", ".join(f"{k} {v:.0f}s" for k, v in stats_seconds.items()))
 
     base = AdaptConfig(backbone=ref.backbone.config)
     plain = replace(base, **{k: v for k, v in (("steps", opts.steps), ("lr", opts.lr)) if v is not None})
@@ -377,8 +419,31 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
                          meta_adapt_config(base, init, opts.steps))
         elif m == "vanilla":
             setups[m] = (ref, None, plain)  # peft's default init, drawn with each run's seed
+        elif m == "zero-shot":  # label words under the plain decoder, no step: needs no support set at all
+            if ref.backbone.config.scoring != "label_words":
+                raise ConfigError("--methods zero-shot scores label words with a decoder's LM head; set backbone.scoring=label_words "
+                                  "in the meta config (e.g. recipes/configs/smollm2_fomaml_arsc_dev.yaml)")
+            setups[m] = (ref, Init(lora=ref.default_lora), replace(plain, steps=0))
         elif m in ("frozen-lr", "setfit"):
             setups[m] = (ref, None, None)
+        elif m in LIBRARY_METHODS:
+            setups[m] = (None, None, None)
+        elif m in augmented:
+            model, init = inits[m] if augmented[m].task else inits["meta"]
+            cfg = meta_adapt_config(base, init, opts.steps)
+            setups[m] = (model, init, replace(cfg, augment=replace(aug_base, methods=augmented[m].support)))
+    library = None
+    if any(m in LIBRARY_METHODS for m in methods):  # built (or reused) before any target is touched
+        from metalora.library.bench import prepare
+
+        meta_cfg = setups["meta"][2] if "meta" in setups else None
+        library = prepare(training, opts, init_dirs.get("meta"), meta_cfg, plain, notes)
+    text_augs: dict = {}
+    if augmented:
+        from metalora.augment.text import TextAugmenter
+
+        for m, st in augmented.items():  # built once, outside the timed part (the neighbour table: ~1 s)
+            text_augs[m] = TextAugmenter(setups[m][2].augment, setups[m][0].backbone) if st.text else None
     setfit_dir = tempfile.TemporaryDirectory(prefix="metalora-bench-setfit-") if "setfit" in methods else None
     setfit = SetFitRunner(ref.backbone.config, Path(setfit_dir.name), opts.setfit) if setfit_dir else None
 
@@ -386,7 +451,9 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
         """Same result for every seed once the support is fixed: nothing random is left to vary."""
         if m == "frozen-lr":
             return True
-        if m not in ("meta", "multitask"):
+        if m in augmented and augmented[m].support:
+            return False  # the augmentation draws with each seed
+        if m not in ("meta", "multitask", *augmented):
             return False
         cfg = setups[m][2]
         return cfg.head_init == "prototype" and (cfg.steps == 0 or cfg.batch_size >= n_support)
@@ -396,6 +463,8 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
         notes.append("fixed support files used as is: " + ", ".join(n for n, f in fixed.items() if f) + ". There, seeds vary "
                      "vanilla's LoRA init and SetFit's pairs; " + (", ".join(once) + " have nothing random left and run once"
                                                                   if once else "every method varies"))
+    if "zero-shot" in methods:
+        notes.append("zero-shot: the decoder's label-word scores with no adaptation step; no support set enters, so it runs once per task")
     notes.append("vanilla starts from peft's default LoRA init (A random, B zero) drawn with each run's seed")
     if not torch_cuda():
         notes.append("peak_mb on a CPU is the process's peak resident memory so far (ru_maxrss), an upper bound per run")
@@ -415,13 +484,18 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
             sup_y = list(sup["label"])
             sup_enc = {}
             for m in methods:
-                if fixed[t.name] and seed != opts.seeds[0] and deterministic(m, len(sup)):
+                if seed != opts.seeds[0] and (m == "zero-shot" or (fixed[t.name] and deterministic(m, len(sup)))):
                     continue
                 model, init, cfg = setups[m]
                 bar.set_postfix_str(f"{t.name} seed {seed} {m}")
                 if m == "setfit":
                     res = setfit.run(sup["text"], sup_y, t.num_labels, test["text"], test_y, seed)
                     runs[m][t.name].append({"seed": seed, **res.row()})
+                    continue
+                if m in LIBRARY_METHODS:
+                    res, info = library.run(m, sup, t.num_labels, t.scenario.label_names, test["text"], test_y, seed,
+                                            where=f"{t.name} seed {seed} ({m})")
+                    runs[m][t.name].append({"seed": seed, **res.row(), **info})
                     continue
                 key = _model_key(model)
                 if key not in test_enc:
@@ -435,14 +509,22 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
                 else:
                     start = init if init is not None else Init(lora=seeded_default_lora(model, seed))
                     curve = opts.curve_steps if m in CURVE_METHODS else ()
-                    feats = None
-                    if m in LORA_METHODS and cfg.steps == 0 and not curve:
-                        if m not in test_feats:
-                            test_feats[m] = lora_features(model, start.lora, test_enc[key])
-                        feats = test_feats[m]
-                    res = run_lora(model, start, replace(cfg, seed=seed), sup_enc[key], sup_y, t.num_labels, test_enc[key],
-                                   test_y, curve, where=f"{t.name} seed {seed} ({m})", test_features=feats,
+                    feats, words = None, scenario_words(model, t.scenario)
+                    if (m in LORA_METHODS or m in augmented) and cfg.steps == 0 and not curve and words is None:
+                        fkey = id(init) if init is not None else m  # rows adapting one init share its test features
+                        if fkey not in test_feats:
+                            test_feats[fkey] = lora_features(model, start.lora, test_enc[key])
+                        feats = test_feats[fkey]
+                    enc, enc_y, extra_s = sup_enc[key], sup_y, 0.0
+                    if text_augs.get(m):  # the augmented support texts, timed with the adaptation
+                        t0 = time.perf_counter()
+                        texts, enc_y = text_augs[m](list(sup["text"]), sup_y, seed)
+                        enc = model.encode(texts)
+                        extra_s = time.perf_counter() - t0
+                    res = run_lora(model, start, replace(cfg, seed=seed), enc, enc_y, t.num_labels, test_enc[key],
+                                   test_y, curve, where=f"{t.name} seed {seed} ({m})", test_features=feats, label_words=words,
                                    label_names=t.scenario.label_names)
+                    res.seconds += extra_s
                 runs[m][t.name].append({"seed": seed, **res.row()})
                 if res.curve:
                     curves[m].append(res.curve)
@@ -459,7 +541,8 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
         "metalora_version": __version__,
         "backbone": backbone_name,
         "shots": opts.shots,
-        "support_split": targets[0].support_split if targets else None,
+        "support_split": ",".join(sorted({t.support_split for t in targets})) if targets else None,
+        "support_splits": {t.name: t.support_split for t in targets},
         "support_sampling": opts.support_sampling,
         "seeds": list(opts.seeds),
         "steps": opts.steps,
@@ -478,13 +561,22 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
     }
     if opts.support_sampling == "borderline":
         report["borderline_fraction"] = opts.borderline_fraction
+    if opts.augment:
+        from metalora.augment.ablation import paired
+
+        report["augment"] = {"settings": {st.name: st.row for st in opts.augment}, "baseline": "meta",
+                             "overrides": list(opts.augment_overrides),
+                             "rows": {r: {"support": list(st.support), "episodes": dict(st.task)} for r, st in augmented.items()},
+                             "paired": paired(runs, list(augmented), families), "feature_stats_seconds": stats_seconds}
     for m in methods:
         tasks = {name: task_entry(rs, majority[name]) for name, rs in runs[m].items()}
         _, _, cfg = setups[m]
         fams = family_summaries(tasks, families)
         report["methods"][m] = {
             "adapt": ({"optimizer": cfg.optimizer, "steps": cfg.steps, "lr": cfg.lr, "head_lr": cfg.head_lr,
-                       "batch_size": cfg.batch_size} if cfg else
+                       "batch_size": cfg.batch_size, **({"augment": list(cfg.augment.methods)} if cfg.augment.methods else {})}
+                      if cfg else
+                      library.describe(m) if m in LIBRARY_METHODS else
                       opts.setfit.describe(ref.backbone.config.max_length) if m == "setfit" else
                       {"classifier": "sklearn LogisticRegression", "features": "frozen backbone"}),
             "tasks": tasks,
@@ -494,6 +586,8 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
             "over_families": {k: float(np.mean([f[k]["mean"] for f in fams.values()])) for k in ("accuracy", "macro_f1")},
             "curve": mean_curve(curves[m]),
         }
+        if m in LIBRARY_METHODS:
+            report["methods"][m]["library"] = library.report(m)
     paths = write_comparison(report, out)
     print(summary_table(report))
     print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")

@@ -22,15 +22,15 @@ from metalora.config import AdaptConfig
 from metalora.errors import ConfigError
 from metalora.model import Encoded, LoraClassifier, Params, head_logits
 
-KNOWN_METHODS = ("meta", "vanilla", "multitask", "frozen-lr", "setfit", "select", "compose")
+KNOWN_METHODS = ("meta", "vanilla", "multitask", "zero-shot", "frozen-lr", "setfit", "select", "compose")
 LORA_METHODS = ("meta", "vanilla", "multitask")
 CURVE_METHODS = ("meta", "vanilla", "multitask")
-LATER_METHODS = ("select", "compose")  # come with the adapter-library issue
+LIBRARY_METHODS = ("select", "compose")  # metalora.library: chosen from / blended over an adapter library
 METRICS = ("accuracy", "macro_f1")
 
 
 def parse_methods(spec: str | Sequence[str]) -> list[str]:
-    """`meta,vanilla` -> ['meta', 'vanilla']; unknown names and not-yet-available methods are refused."""
+    """`meta,vanilla` -> ['meta', 'vanilla']; unknown names are refused."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     methods = [m.strip() for m in items if m.strip()]
     if not methods:
@@ -44,12 +44,6 @@ def parse_methods(spec: str | Sequence[str]) -> list[str]:
             close = difflib.get_close_matches(m, KNOWN_METHODS, n=1)
             hints.append(f"{m!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ConfigError(f"--methods: unknown method {', '.join(hints)}; choose from {', '.join(KNOWN_METHODS)}")
-    later = [m for m in methods if m in LATER_METHODS]
-    if later:
-        raise ConfigError(
-            f"--methods: {', '.join(later)} come with the adapter-library issue (selecting / composing stored "
-            "adapters) and are not available yet; drop them from --methods"
-        )
     return list(dict.fromkeys(methods))
 
 
@@ -100,7 +94,7 @@ def seeded_default_lora(model: LoraClassifier, seed: int) -> Params:
 def run_lora(model: LoraClassifier, init: Init, cfg: AdaptConfig, support: Encoded, support_labels: Sequence[int],
              num_labels: int, test: Encoded, test_labels: Sequence[int], curve_steps: Sequence[int] = (),
              where: str = "support set", test_features: Tensor | None = None,
-             label_names: Sequence[str] | None = None) -> RunResult:
+             label_names: Sequence[str] | None = None, label_words: Tensor | None = None) -> RunResult:
     """Adapt from `init` for `cfg.steps` steps and score on the test set.
 
     With `curve_steps`, the loop runs to max(cfg.steps, max(curve_steps)) and test accuracy is recorded
@@ -112,8 +106,8 @@ def run_lora(model: LoraClassifier, init: Init, cfg: AdaptConfig, support: Encod
     given when `cfg.steps == 0`: the LoRA weights do not move, so only the head differs between
     support draws and the test set need not be encoded again.
     """
-    if test_features is not None and (cfg.steps != 0 or curve_steps):
-        raise ValueError("test_features are the init's features: only valid for 0 adaptation steps and no curve")
+    if test_features is not None and (cfg.steps != 0 or curve_steps or label_words is not None):
+        raise ValueError("test_features are the init's features: only valid for a prototype head, 0 adaptation steps and no curve")
     y = torch.as_tensor(list(support_labels), dtype=torch.long)
     test_y = np.asarray(test_labels)
     curve_steps = sorted(set(int(s) for s in curve_steps))
@@ -135,7 +129,8 @@ def run_lora(model: LoraClassifier, init: Init, cfg: AdaptConfig, support: Encod
     with Timer() as timer:
         t0[0] = timer.start
         params = adapt(model, support, y, num_labels, init, replace(cfg, steps=total),
-                       on_step=on_step if curve_steps else None, where=where, label_names=label_names)
+                       on_step=on_step if curve_steps else None, where=where, label_names=label_names,
+                       label_words=label_words)
     if curve_steps:
         params, seconds = final["params"], final["seconds"]
     else:

@@ -222,6 +222,10 @@ def comparison_markdown(report: dict) -> str:
             tail = t.get("tail") or {}
             cells.append(f"{_spread(t['accuracy']['mean'], t['accuracy']['std'])}; {_fmt(tail.get('worst'))} / {_fmt(tail.get('p10'))}")
         out.append(f"| {task} | {_fmt(majority.get(task))} | " + " | ".join(cells) + " |")
+    if report.get("augment"):
+        from metalora.augment.ablation import markdown_section
+
+        out += ["", *markdown_section(report)]
     curves = {m: v["curve"] for m, v in report["methods"].items() if v.get("curve")}
     if curves:
         out += ["", "## Accuracy vs adaptation steps (mean over tasks and seeds)", ""]

@@ -47,27 +47,54 @@ def _match(names: Sequence[str], patterns: Sequence[str], flag: str) -> list[str
     return list(out)
 
 
+def parse_support_split(spec: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """`train` or `arsc/*=dev,train`: a default split and (pattern, split) overrides, first match wins.
+
+    Why per pattern: a suite mixes sources whose protocols differ; ECOM-dev draws ARSC-dev's supports
+    from `.dev` (music has no `.train`) and the table scenarios' from `train`.
+    """
+    default, overrides = None, []
+    for item in (x.strip() for x in str(spec).split(",")):
+        if not item:
+            continue
+        if "=" in item:
+            pattern, _, split = item.partition("=")
+            if not pattern.strip() or not split.strip():
+                raise ConfigError(f"--support-split: {item!r} must look like PATTERN=SPLIT, e.g. 'arsc/*=dev'")
+            overrides.append((pattern.strip(), split.strip()))
+        elif default is not None:
+            raise ConfigError(f"--support-split: two default splits ({default!r}, {item!r}); give one, plus PATTERN=SPLIT overrides")
+        else:
+            default = item
+    if default is None:
+        raise ConfigError(f"--support-split: {spec!r} names no default split; e.g. 'train' or 'arsc/*=dev,train'")
+    return default, tuple(overrides)
+
+
 def suite_targets(patterns: Sequence[str], support_split: str, sources: Sequence[Path]) -> list[TargetTask]:
-    """Every scenario a target pattern matches; each must have the support split and a test split."""
+    """Every scenario a target pattern matches; each must have its support split and a test split."""
     from metalora.scenarios import all_scenarios
 
     if not patterns:
         raise ConfigError("--targets: give at least one scenario name or pattern, e.g. 'clothing/*/Blouses'")
+    default, overrides = parse_support_split(support_split)
     known = all_scenarios(sources)
     tasks = []
     for name in _match(list(known), patterns, "--targets"):
         sc = known[name]
-        missing = [s for s in (support_split, "test") if s not in sc.splits()]
+        split = next((s for pat, s in overrides if fnmatch.fnmatchcase(name, pat)), default)
+        missing = [s for s in (split, "test") if s not in sc.splits()]
         if missing:
             raise DataError(f"target {name}: no {' or '.join(missing)} split (has {', '.join(sc.splits())}); "
-                            f"the support comes from --support-split {support_split} and scores from test")
-        tasks.append(TargetTask(name, sc, support_split))
+                            f"its support comes from {split} (--support-split {support_split}) and its scores from test")
+        tasks.append(TargetTask(name, sc, split))
     return tasks
 
 
 def suite_training(train: Sequence[str], val: Sequence[str], opts: BenchOptions, targets: Sequence[TargetTask],
                    sources: Sequence[Path]) -> Training:
-    """Training and validation scenarios: --train / --val, else the meta config's scenarios / exclude / val_scenarios.
+    """Training and validation scenarios: --train (else the meta config's scenarios) minus the config's exclude,
+    and --val (else the config's val_scenarios).
 
     A target among them is refused, never silently dropped: the patterns say what the user believes
     the init trains on, and a pattern that covers a target means that belief is wrong.
@@ -76,13 +103,13 @@ def suite_training(train: Sequence[str], val: Sequence[str], opts: BenchOptions,
 
     cfg = load_config(MetaTrainConfig, opts.meta_config, list(opts.meta_overrides))
     known = all_scenarios(sources)
-    patterns, exclude = (tuple(train), ()) if train else (cfg.scenarios, cfg.exclude)
+    patterns, exclude = (tuple(train) if train else cfg.scenarios), cfg.exclude
     names = [n for n in _match(list(known), patterns, "--train" if train else f"{opts.meta_config or 'meta config'}: scenarios")
              if not any(fnmatch.fnmatchcase(n, e) for e in exclude) and not (cfg.exclude_heldout and known[n].card.heldout)]
     target_names = {t.name for t in targets}
     hit = sorted(target_names & set(names))
     if hit:
-        raise ConfigError(f"{'--train' if train else 'the meta config scenarios / exclude'} also match target(s) "
+        raise ConfigError(f"{'--train' if train else 'the meta config scenarios'} (minus exclude) also match target(s) "
                           f"{', '.join(hit[:3])}{' and more' if len(hit) > 3 else ''}; exclude them from training")
     val_patterns = tuple(val) if val else cfg.val_scenarios
     val_names = _match(list(known), val_patterns, "--val" if val else "val_scenarios") if val_patterns else []
@@ -102,7 +129,7 @@ def run_suite(targets: Sequence[str], opts: BenchOptions, *, train: Sequence[str
               cards: Sequence[str | Path] = (), support_split: str = "train") -> dict:
     sources = card_sources(cards)
     tasks = suite_targets(targets, support_split, sources)
-    needs_training = ("meta" in opts.methods and not opts.meta_init) or ("multitask" in opts.methods and not opts.multitask_init)
+    needs_training = opts.needs_training
     training = (suite_training(train, val, opts, tasks, sources) if needs_training or train or val
                 else Training((), cards_dir=tuple(sources), describe={"domains": None, "scenarios": []}))
     opts.benchmark = "suite"

@@ -20,6 +20,7 @@ SUBCOMMANDS = [
     "evaluate",
     "predict",
     "meta_train",
+    "library",
     "bench",
     "push",
     "pull",

@@ -11,7 +11,9 @@ def register(sub) -> None:
                        description="Sample K examples per class from the scenario's support split, fine-tune LoRA + a prototype-initialised head, evaluate on the test split and save a plain peft adapter folder with metalora's metadata.")
     p.add_argument("scenario", help="Scenario name (see `metalora scenarios`) or the path of a card.")
     p.add_argument("--out", required=True, help="Folder to write the adapter to (must not exist or be empty, unless --overwrite).")
-    p.add_argument("--init", help="Start from this meta-init or adapter: a local folder, a Hub repo id, or hf://ORG/NAME@REVISION. Default: peft's LoRA init.")
+    p.add_argument("--init", help="Start from this meta-init or adapter: a local folder, a Hub repo id, or hf://ORG/NAME@REVISION; "
+                   "or library:PATH[/top1|/compose]: the entry of the adapter library in PATH that selection ranks first for "
+                   "this support set (top1, the default) or a LoraHub blend of its best entries (compose). Default: peft's LoRA init.")
     p.add_argument("--shots", type=int, default=5, help="Support examples per class (default 5).")
     p.add_argument("--full", action="store_true", help="Use the whole support split instead of --shots per class.")
     p.add_argument("--support-split", default="train", help="Split the support set comes from (default train).")
@@ -28,14 +30,17 @@ def run(args: argparse.Namespace) -> int:
 
     check_target(args.out, args.overwrite)  # before any long work
     base = None
-    if args.init:
+    sc = get_scenario(args.scenario)
+    init = args.init
+    if init and init.startswith("library:"):
+        init = _library_start(args, sc)
+    if init:
         from metalora.api import init_adapt_defaults
 
-        base = init_adapt_defaults(args.init)  # the init's own inner loop, unless overridden
+        base = init_adapt_defaults(init)  # the init's own inner loop, unless overridden
     cfg = adapt_config(args, base)
-    sc = get_scenario(args.scenario)
     eval_split = None if args.eval_split == "none" else args.eval_split
-    model = adapt(sc, init=args.init, config=cfg, shots=None if args.full else args.shots,
+    model = adapt(sc, init=init, config=cfg, shots=None if args.full else args.shots,
                   support_split=args.support_split, evaluate_split=eval_split, progress=True)
     path = model.save(args.out, overwrite=args.overwrite)
     print(f"adapted {sc.name} in {model.metadata['adapt']['seconds']:.1f}s -> {path}")
@@ -49,3 +54,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"metrics on {eval_split}:")
         print_metrics(model.metadata["metrics"])
     return 0
+
+
+def _library_start(args: argparse.Namespace, sc):
+    """Select (or compose) from the library on the same support set adaptation will use."""
+    from metalora.library import Support, start_from
+    from metalora.scenarios import sample_support
+
+    seed = adapt_config(args).seed
+    ds = sc.load(args.support_split)
+    if not args.full:
+        ds = sample_support(ds, args.shots, seed, sc.num_labels, where=f"scenario {sc.name} split {args.support_split}")
+    start = start_from(args.init, Support.from_dataset(ds, sc.num_labels, sc.label_names), seed=seed)
+    print(f"library: {start.describe()}")
+    return start

@@ -6,8 +6,9 @@ import argparse
 METHODS_HELP = ("Comma-separated methods: meta (the meta-learned init), vanilla (peft's default LoRA init), multitask "
                 "(pooled ordinary training on the training domains), frozen-lr (frozen backbone + logistic regression), "
                 "setfit (SetFit fine-tuning of the same backbone, 20 pair iterations and 1 epoch by default; skipped with a note "
-                "when the setfit package is missing: pip install metalora[setfit]). select and compose come with the "
-                "adapter-library issue and are refused.")
+                "when the setfit package is missing: pip install metalora[setfit]), select (the entry of an adapter library built from "
+                "the training scenarios that the learned selector ranks first for each support set, adapted at its kind's budget) "
+                "and compose (a LoraHub blend of the library's best entries and the meta-init).")
 SAMPLING_HELP = ("How each seed's support set is drawn: `random` (shots per class, uniformly; default) or `borderline` (a stress "
                  "test: from each class's least typical examples, those a logistic regression on the frozen backbone's features, "
                  "cross-validated on the support split, finds least like their own label; see --borderline-fraction).")
@@ -31,7 +32,19 @@ def _add_comparison_flags(p: argparse.ArgumentParser, default_methods: str) -> N
     p.add_argument("--support-sampling", default="random", choices=("random", "borderline"), help=SAMPLING_HELP)
     p.add_argument("--borderline-fraction", type=float, default=0.25, help="Borderline sampling: the share of each class's examples, least typical first, that supports are drawn from (default 0.25).")
     p.add_argument("--max-overlap", type=float, default=0.01, help="A target whose test texts occur in the training data more often than this share is refused; below it the shared texts are left out of scoring and named (default 0.01).")
+    p.add_argument("--library", help="select / compose: the adapter library folder; built there from the training scenarios "
+                                     "when empty (one adapter each, plus the meta-init and a learned selector), reused by later runs. "
+                                     "Default: OUT/library.")
+    p.add_argument("--library-shots", type=int, default=32, help="select / compose: examples per class each library adapter is adapted on (default 32).")
+    p.add_argument("--selector-candidates", type=int, default=10, help="select: adapters per training scenario the learned selector adapts to learn from, besides the inits (default 10).")
     p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+    p.add_argument("--augment", help="Augmentation ablation: comma-separated settings, each none, a support augmentation (support, "
+                   "feature, dropout, swap, neighbours, paraphrase, calibrate, mixup), a task augmentation of meta-training (task = "
+                   "MLTI interpolation, task-merge, task-vary) or several joined with +. Each becomes a row meta+SETTING beside meta "
+                   "(added to --methods if missing) on the same support sets and seeds, with its paired difference to meta; a task "
+                   "setting meta-trains its own init with --meta-config plus that augmentation.")
+    p.add_argument("--augment-set", dest="augment_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="Override an AugmentConfig field for the ablation, e.g. --augment-set calibrate_samples=50 (repeatable).")
 
 
 def register(sub) -> None:
@@ -55,9 +68,9 @@ def register(sub) -> None:
                                      "texts occur in the training data are refused.")
     su.add_argument("--cards", action="append", default=[], metavar="PATH", help="A card file or folder added to data_cards/ (repeatable).")
     su.add_argument("--targets", required=True, help="Comma-separated scenario names or glob patterns, e.g. 'clothing/*/Blouses,arsc/music.*'.")
-    su.add_argument("--train", help="Comma-separated patterns the meta / multitask inits train on. Default: the meta config's scenarios minus its exclude.")
+    su.add_argument("--train", help="Comma-separated patterns the meta / multitask inits train on, replacing the meta config's scenarios (its exclude still applies).")
     su.add_argument("--val", help="Comma-separated patterns for validation episodes (never a target). Default: the meta config's val_scenarios.")
-    su.add_argument("--support-split", default="train", help="Split each support set is drawn from (default train). Scores always come from test.")
+    su.add_argument("--support-split", default="train", help="Split each support set is drawn from: a split name, plus comma-separated PATTERN=SPLIT overrides (first match wins), e.g. 'arsc/*=dev,train' for ECOM-dev. Default train. Scores always come from test.")
     _add_comparison_flags(su, "meta,vanilla,multitask,frozen-lr")
     su.set_defaults(func=run_suite)
 
@@ -81,26 +94,31 @@ def register(sub) -> None:
 def _options(args, benchmark: str):
     from pathlib import Path
 
+    from metalora.augment.ablation import parse_settings
     from metalora.bench.compare import BenchOptions, parse_curve_steps
     from metalora.bench.methods import parse_methods
     from metalora.bench.setfit_runner import SetFitSettings
 
+    methods = parse_methods(args.methods)
+    if args.augment and "meta" not in methods:
+        methods.insert(0, "meta")  # the ablation's baseline row; the presets must know it needs a meta init
     return BenchOptions(
-        methods=parse_methods(args.methods), out=Path(args.out), shots=args.shots, seeds=tuple(args.seeds),
+        methods=methods, out=Path(args.out), shots=args.shots, seeds=tuple(args.seeds),
         backbone=args.backbone, steps=args.steps, lr=args.lr, curve_steps=parse_curve_steps(args.curve_steps),
         meta_init=args.meta_init, meta_config=args.meta_config, meta_overrides=tuple(args.overrides),
         multitask_init=args.multitask_init, benchmark=benchmark, progress=not args.no_progress,
         setfit=SetFitSettings(num_iterations=args.setfit_iterations, num_epochs=args.setfit_epochs),
         support_sampling=args.support_sampling, borderline_fraction=args.borderline_fraction, max_overlap=args.max_overlap,
+        library=args.library, library_shots=args.library_shots, selector_candidates=args.selector_candidates,
+        augment=tuple(parse_settings(args.augment)) if args.augment else (), augment_overrides=tuple(args.augment_overrides),
     )
 
 
 def run_arsc(args: argparse.Namespace) -> int:
     from metalora.bench.arsc import run_arsc as run
 
-    opts = _options(args, "arsc")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    run(args.data_dir, targets, args.train_domains, args.support_split, opts)
+    run(args.data_dir, targets, args.train_domains, args.support_split, _options(args, "arsc"))
     return 0
 
 

@@ -57,7 +57,8 @@ def inner_loop(loss_fn: LossFn, params: Params, support: Any, steps: int, lr: fl
     With `create_graph=False` the gradients are detached (first order) but the returned tensors still
     depend on `params` through the identity path, which is exactly first-order MAML's gradient.
     """
-    names = tuple(trainable) if trainable is not None else tuple(params)
+    # integer entries (a label-word head's token ids) are inputs, not weights
+    names = tuple(trainable) if trainable is not None else tuple(k for k, v in params.items() if v.is_floating_point())
     losses = []
     for _ in range(steps):
         # Fresh aliases, so each tensor is an independent variable of this step's loss: without them
@@ -105,7 +106,7 @@ def episode_gradient(
         raise ValueError(f"unknown algorithm {algorithm!r}; one of {ALGORITHMS}")
     start = build(meta)
     if algorithm == "reptile":
-        detached = {k: v.detach().requires_grad_(True) for k, v in start.items()}
+        detached = {k: v.detach().requires_grad_(v.is_floating_point()) for k, v in start.items()}
         adapted, losses = inner_loop(loss_fn, detached, support, steps, inner_lr, create_graph=False)
         denom = inner_lr * max(steps, 1)
         grads = {k: (meta[k].detach() - adapted[k].detach()) / denom for k in meta}

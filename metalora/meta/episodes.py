@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from metalora.augment import tasks
 from metalora.config import EpisodeConfig
 from metalora.errors import ConfigError, DataError
 from metalora.model import Encoded, LoraClassifier
@@ -97,26 +98,50 @@ class _Pool:
         self.labels = np.asarray(ds["label"], dtype=np.int64)
         self.num_labels = sc.num_labels
         self.by_class = [np.flatnonzero(self.labels == c) for c in range(sc.num_labels)]
+        # scenarios of one group share label semantics (ARSC: a domain's t2/t4/t5), so they are never merged or mixed
+        self.group = f"{sc.card.name}/{sc.arsc_task[0]}" if sc.arsc_task else sc.name
+
+
+def scenario_weights(how: str, sizes: Sequence[int], families: Sequence[str]) -> np.ndarray:
+    """The probability of drawing each scenario: uniform, by size, or uniform over families then scenarios."""
+    if how == "size":
+        sizes = np.asarray(sizes, dtype=np.float64)
+        return sizes / sizes.sum()
+    if how == "family":
+        count = {f: families.count(f) for f in set(families)}
+        return np.array([1.0 / (len(count) * count[f]) for f in families])
+    return np.full(len(sizes), 1.0 / len(sizes))
 
 
 class EpisodeSampler:
     """Draws episodes from scenarios; checks up front that every scenario can fill one."""
 
     def __init__(self, scenarios: Sequence[Scenario], cfg: EpisodeConfig, cache: ExampleCache, seed: int,
-                 split: str | None = None, where: str = "scenarios"):
+                 split: str | None = None, where: str = "scenarios", augment: bool = True):
         self.cfg = cfg
         self.cache = cache
         self.seed = seed
+        self.augment = augment  # task augmentation (training episodes); validation episodes stay plain
+        if augment and cfg.task_interpolation and not cache.model.cacheable:
+            raise ConfigError(
+                f"episodes.task_interpolation mixes the hidden states of the frozen layers below LoRA, which backbone "
+                f"{cache.model.backbone.name!r} ({cache.model.backbone.model_type}) does not cache; use a BERT-style backbone "
+                "or set episodes.task_interpolation: 0"
+            )
         self.pools = [_Pool(sc, split or cfg.split) for sc in scenarios]
         for pool in self.pools:
             self._check(pool, where)
-        sizes = np.array([len(p.labels) for p in self.pools], dtype=np.float64)
-        self.weights = sizes / sizes.sum() if cfg.weighting == "size" else np.full(len(sizes), 1.0 / len(sizes))
+        self.weights = scenario_weights(cfg.weighting, [len(p.labels) for p in self.pools], [sc.family for sc in scenarios])
 
     def _check(self, pool: _Pool, where: str) -> None:
         n_way = self.cfg.n_way or pool.num_labels
         if n_way > pool.num_labels:
             raise DataError(f"{where}: scenario {pool.name} has {pool.num_labels} classes, fewer than episodes.n_way={n_way}")
+        self._check_way(pool, where, n_way)
+        if self.augment and self.cfg.n_way_min is not None and self.cfg.n_way_min < n_way:
+            self._check_way(pool, where, self.cfg.n_way_min)  # fewer classes ask more query examples of each
+
+    def _check_way(self, pool: _Pool, where: str, n_way: int) -> None:
         per_query = -(-self.cfg.query_size // n_way) if self.cfg.query_balance == "balanced" else 1
         counts = sorted(len(ix) for ix in pool.by_class)
         usable = counts[-n_way:]  # the best case: the n_way largest classes
@@ -126,25 +151,93 @@ class EpisodeSampler:
                 f"{where}: scenario {pool.name} ({pool.key.split(':')[1]} split) has a class with only {usable[0]} examples, "
                 f"fewer than k_shot + query per class = {need}; lower episodes.k_shot / episodes.query_size or drop the scenario"
             )
-        if self.cfg.query_balance == "natural" and len(pool.labels) < n_way * self.cfg.k_shot + self.cfg.query_size:
-            raise DataError(f"{where}: scenario {pool.name} has {len(pool.labels)} examples, fewer than one episode needs")
+        # natural balance: a scenario with fewer than query_size examples left after the support (a 20-review
+        # hotel) gives a smaller query set rather than being refused; every class keeps one query example
 
     def episode(self, step: int, index: int) -> Episode:
         rng = np.random.default_rng([self.seed, step, index])
         pool = self.pools[int(rng.choice(len(self.pools), p=self.weights))]
-        n_way = self.cfg.n_way or pool.num_labels
-        eligible = [c for c in range(pool.num_labels)
-                    if len(pool.by_class[c]) >= self.cfg.k_shot + (1 if self.cfg.query_balance == "natural" else -(-self.cfg.query_size // n_way))]
+        cfg = self.cfg
+        if not (self.augment and cfg.augments_tasks):
+            draw = self._draw(pool, rng, cfg.n_way or pool.num_labels, cfg.k_shot)
+            return self._episode(pool.name, pool, draw)
+        # task augmentation draws from its own stream, so the plain part of an episode stays a function of (seed, step, index)
+        aug = np.random.default_rng([self.seed, step, index, 1])
+        n_max = cfg.n_way or pool.num_labels
+        n_way = int(aug.integers(cfg.n_way_min, n_max + 1)) if cfg.n_way_min is not None and cfg.n_way_min < n_max else n_max
+        k_shot = int(aug.integers(cfg.k_shot_min, cfg.k_shot + 1)) if cfg.k_shot_min is not None else cfg.k_shot
+        n_way = min(n_way, len(self._eligible(pool, n_way)))  # >= n_way_min: _check saw to that
+        draw = self._draw(pool, rng, n_way, k_shot)
+        if cfg.merge_scenarios and aug.random() < cfg.merge_scenarios:
+            other = self._partner(pool, aug, n_way)
+            if other is not None:
+                second = self._episode(other.name, other, self._draw(other, aug, n_way, k_shot))
+                return self._merged(self._episode(pool.name, pool, draw), second, aug)
+        if cfg.task_interpolation and aug.random() < cfg.task_interpolation:
+            other = self._partner(pool, aug, n_way)
+            if other is not None:
+                counts = np.bincount(np.asarray(draw[3], dtype=np.int64), minlength=n_way)
+                second = self._episode(other.name, other, self._draw(other, aug, n_way, k_shot, query_counts=counts))
+                lam = float(aug.beta(cfg.interpolation_alpha, cfg.interpolation_alpha))
+                return self._interpolated(self._episode(pool.name, pool, draw), second, lam)
+        return self._episode(pool.name, pool, draw)
+
+    @staticmethod
+    def _interpolated(a: Episode, b: Episode, lam: float) -> Episode:
+        """MLTI: support row i of A mixed with support row i of B (same label by construction); each query
+        row of A with a query row of B of the same label; A's labels throughout."""
+        order = tasks.match_labels(a.query_labels, b.query_labels)
+        return Episode(f"{a.scenario}~{b.scenario}", tasks.mix_encoded(a.support, b.support, lam), a.support_labels,
+                       tasks.mix_encoded(a.query, b.query.select(order), lam), a.query_labels, a.num_labels, a.classes)
+
+    def _merged(self, a: Episode, b: Episode, rng: np.random.Generator) -> Episode:
+        """One task with the classes of both episodes (B's labels after A's, then all permuted if configured)."""
+        n = a.num_labels + b.num_labels
+        perm = torch.as_tensor(rng.permutation(n) if self.cfg.label_permutation else np.arange(n))
+        pad = self.cache.model.backbone.tokenizer.pad_token_id or 0
+
+        def relabel(ya: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            return perm[torch.cat([ya, yb + a.num_labels])]
+
+        classes = [a.classes[i] if i < a.num_labels else b.classes[i - a.num_labels] for i in torch.argsort(perm).tolist()]
+        return Episode(f"{a.scenario}+{b.scenario}", tasks.concat_encoded(a.support, b.support, pad),
+                       relabel(a.support_labels, b.support_labels), tasks.concat_encoded(a.query, b.query, pad),
+                       relabel(a.query_labels, b.query_labels), n, classes)
+
+    def _partner(self, pool: _Pool, rng: np.random.Generator, n_way: int) -> _Pool | None:
+        """Another scenario of a different group (ARSC domain, else the scenario) that can fill n_way classes."""
+        options = [p for p in self.pools if p.group != pool.group and len(self._eligible(p, n_way)) >= n_way]
+        return options[int(rng.integers(len(options)))] if options else None
+
+    def _eligible(self, pool: _Pool, n_way: int, k_shot: int | None = None) -> list[int]:
+        k = self.cfg.k_shot if k_shot is None else k_shot
+        need = k + (1 if self.cfg.query_balance == "natural" else -(-self.cfg.query_size // n_way))
+        return [c for c in range(pool.num_labels) if len(pool.by_class[c]) >= need]
+
+    def _draw(self, pool: _Pool, rng: np.random.Generator, n_way: int, k_shot: int,
+              query_counts: np.ndarray | None = None) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
+        """(support indices, support labels, query indices, query labels, classes) of one episode of `pool`.
+
+        With `query_counts`, class j gets exactly that many query examples (drawn with replacement when
+        the class is short): how an interpolation partner matches the other episode's query labels."""
+        eligible = self._eligible(pool, n_way)
         classes = rng.choice(eligible, size=n_way, replace=False)
         if not self.cfg.label_permutation:
             classes = np.sort(classes)
         support_idx, support_y, rest = [], [], []
         for new_label, c in enumerate(classes):
             perm = rng.permutation(pool.by_class[c])
-            support_idx.extend(perm[: self.cfg.k_shot].tolist())
-            support_y.extend([new_label] * self.cfg.k_shot)
-            rest.append(perm[self.cfg.k_shot:])
-        if self.cfg.query_balance == "balanced":
+            support_idx.extend(perm[:k_shot].tolist())
+            support_y.extend([new_label] * k_shot)
+            rest.append(perm[k_shot:])
+        if query_counts is not None:
+            query_idx, query_y = [], []
+            for lab, r in enumerate(rest):
+                n = int(query_counts[lab])
+                picked = r[:n] if len(r) >= n else rng.choice(r, size=n, replace=True)
+                query_idx.extend(int(i) for i in picked)
+                query_y.extend([lab] * n)
+        elif self.cfg.query_balance == "balanced":
             per = -(-self.cfg.query_size // n_way)
             query_idx = [int(i) for r in rest for i in r[:per]]
             query_y = [lab for lab, r in enumerate(rest) for _ in r[:per]]
@@ -154,12 +247,16 @@ class EpisodeSampler:
             pick = rng.choice(len(pooled), size=min(self.cfg.query_size, len(pooled)), replace=False)
             query_idx = pooled[pick].tolist()
             query_y = owner[pick].tolist()
+        return support_idx, support_y, query_idx, query_y, [int(c) for c in classes]
+
+    def _episode(self, name: str, pool: _Pool, draw) -> Episode:
+        support_idx, support_y, query_idx, query_y, classes = draw
         return Episode(
-            scenario=pool.name,
+            scenario=name,
             support=self.cache.get(pool.key, pool.texts, support_idx),
             support_labels=torch.tensor(support_y),
             query=self.cache.get(pool.key, pool.texts, query_idx),
             query_labels=torch.tensor(query_y),
-            num_labels=n_way,
-            classes=[int(c) for c in classes],
+            num_labels=len(classes),
+            classes=classes,
         )

@@ -26,6 +26,7 @@ from metalora.heads import HeadBank, HeadChoice, build_bank, choice_grid, is_pla
 from metalora.meta.algorithms import episode_gradient, inner_loop
 from metalora.meta.checkpoint import latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from metalora.meta.episodes import Episode, EpisodeSampler, ExampleCache, select_scenarios
+from metalora.label_words import scenario_words, start_params as label_word_head
 from metalora.model import HEAD_KEYS, PRIOR_KEY, SCALE_KEY, LoraClassifier, Params, prototype_head
 
 
@@ -70,13 +71,17 @@ class MetaTrainer:
         if cfg.algorithm != "multitask" and global_batch < self.acc.num_processes:
             raise TrainingError(f"meta_batch x grad_accum = {global_batch} episodes cannot be shared by {self.acc.num_processes} processes; raise meta_batch")
         self.model = model or LoraClassifier(load_backbone(cfg.backbone), cfg.lora)
-        self.model.to(self.acc.device)
+        if not self.model.backbone.quantized:  # a bitsandbytes backbone is placed at load time and refuses .to()
+            self.model.to(self.acc.device)
         if cfg.algorithm == "maml" or (cfg.algorithm == "metasgd" and cfg.metasgd_second_order):
             self.model.enable_double_backward()
+        # label-word scoring: every scenario's words, tokenised (and checked) before any training
+        self.words = ({sc.name: scenario_words(self.model, sc) for sc in self.train_scenarios + self.val_scenarios}
+                      if self.model.backbone.config.scoring == "label_words" else None)
         self.cache = ExampleCache(self.model)
         self.sampler = EpisodeSampler(self.train_scenarios, cfg.episodes, self.cache, cfg.seed, where="scenarios")
         self.val_sampler = (EpisodeSampler(self.val_scenarios, cfg.episodes, self.cache, cfg.seed + 1_000_003,
-                                           split=cfg.val_split, where="val_scenarios") if self.val_scenarios else None)
+                                           split=cfg.val_split, where="val_scenarios", augment=False) if self.val_scenarios else None)
         self.label_names = {s.name: s.label_names for s in [*self.train_scenarios, *self.val_scenarios]}
         # the head bank under the init's current features, with the validated choice, and the step it belongs to
         self.bank: HeadBank | None = None
@@ -95,7 +100,7 @@ class MetaTrainer:
                 self.lrs[k] = torch.tensor(cfg.inner_lr, device=dev, requires_grad=True)
         if cfg.head_prior:  # after the rates: u shapes the head once per episode, it has no inner-loop rate
             self.meta[PRIOR_KEY] = torch.zeros(self.model.backbone.hidden_size, device=dev, requires_grad=True)
-        if cfg.algorithm == "multitask":
+        if cfg.algorithm == "multitask" and self.words is None:  # (label words need no per-scenario heads)
             g = torch.Generator().manual_seed(cfg.seed)
             for pool in self.sampler.pools:
                 w = torch.randn(pool.num_labels, self.model.backbone.hidden_size, generator=g) * 0.01
@@ -119,9 +124,15 @@ class MetaTrainer:
         with torch.no_grad():
             return float((self.model.logits(params, enc).argmax(-1).cpu() == y).float().mean())
 
+    def _episode_words(self, ep: Episode) -> Params:
+        """The episode's label-word head: its scenario's words in the episode's (permuted) class order."""
+        return label_word_head(self.words[ep.scenario][ep.classes], self.acc.device)
+
     def _build(self, ep: Episode):
         def build(meta: Params) -> Params:
             lora = self.model.lora_only(meta)
+            if self.words is not None:  # (the scale rides along unused, so every algorithm sees each meta key)
+                return {**lora, SCALE_KEY: meta[SCALE_KEY], **self._episode_words(ep)}
             feats = self.model.features(lora, ep.support)
             w, b = prototype_head(feats, ep.support_labels.to(feats.device), ep.num_labels, meta.get(PRIOR_KEY))
             return {**lora, SCALE_KEY: meta[SCALE_KEY], "head.weight": w, "head.bias": b}
@@ -144,9 +155,12 @@ class MetaTrainer:
 
         classes = ep.classes
         lora = self.lora()
-        params = {**lora, SCALE_KEY: self.meta[SCALE_KEY],
-                  "head.weight": self.meta[f"heads.{ep.scenario}.weight"][classes],
-                  "head.bias": self.meta[f"heads.{ep.scenario}.bias"][classes]}
+        if self.words is not None:  # ordinary language-model training on the label words
+            params = {**lora, **self._episode_words(ep)}
+        else:
+            params = {**lora, SCALE_KEY: self.meta[SCALE_KEY],
+                      "head.weight": self.meta[f"heads.{ep.scenario}.weight"][classes],
+                      "head.bias": self.meta[f"heads.{ep.scenario}.bias"][classes]}
         enc_y = [(ep.support, ep.support_labels), (ep.query, ep.query_labels)]
         losses = [self._loss(params, b) for b in enc_y]
         loss = (losses[0] * len(ep.support) + losses[1] * len(ep.query)) / (len(ep.support) + len(ep.query))
@@ -171,13 +185,13 @@ class MetaTrainer:
                 built = self._build(ep)(meta)
                 if self.bank is not None:  # the head validate_head chose, instead of the plain prototypes
                     built["head.weight"], built["head.bias"] = self._bank_head(ep, meta, self.bank.choice)
-            params = {k: v.detach().requires_grad_(True) for k, v in built.items()}
+            params = {k: v.detach().requires_grad_(v.is_floating_point()) for k, v in built.items()}
             rate = ({k: self.lrs[k].detach() if k in self.lrs else self.cfg.inner_lr for k in params}
                     if self.lrs else self.cfg.inner_lr)
             done = 0
             for n in counts:
                 params, _ = inner_loop(self._loss, params, (ep.support, ep.support_labels), n - done, rate, create_graph=False)
-                params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+                params = {k: v.detach().requires_grad_(v.is_floating_point()) for k, v in params.items()}
                 done = n
                 accs[n].append(self._accuracy(params, (ep.query, ep.query_labels)))
         return {n: float(sum(a) / len(a)) for n, a in accs.items()}
@@ -367,6 +381,13 @@ class MetaTrainer:
             final = self.save_init(self.out / "final-init", step=cfg.steps, val=last.get("val_acc"), adapt_steps=last.get("adapt_steps"))
             source = self.out / "best-init" if (self.out / "best-init").is_dir() else final
             _copy_folder(source, init_dir)
+            if cfg.feature_stats:  # for adapt's calibrate augmentation, under the saved init's own weights
+                from metalora.augment.calibration import compute_feature_stats, save_feature_stats
+                from metalora.adapter_io import load_params
+
+                stats = compute_feature_stats(self.model, load_params(init_dir, self.model), self.train_scenarios,
+                                              cfg.episodes.split, cfg.feature_stats, cfg.seed)
+                save_feature_stats(stats, init_dir)
             (self.out / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
         acc.wait_for_everyone()
         acc.end_training()  # last: it also tears down the process group
