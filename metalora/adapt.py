@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,7 @@ from torch import Tensor
 from metalora.augment.support import FeatureAugmenter
 from metalora.config import AdaptConfig
 from metalora.errors import ConfigError, DataError, TrainingError
+from metalora.heads import HeadBank, HeadInfo
 from metalora.label_words import BIAS_KEY, start_params as label_word_head
 from metalora.model import HEAD_KEYS, SCALE_KEY, DEFAULT_LOGIT_SCALE, Encoded, LoraClassifier, Params, prototype_head, random_head
 
@@ -32,21 +33,29 @@ class Init:
     head_prior: Tensor | None = None  # meta-learned class-prior direction (MetaTrainConfig.head_prior)
     lineage: dict | None = None  # where it came from: {"path": ...} or {"repo_id": ..., "revision": ...}
     meta: dict | None = None  # metalora.json of a meta-init (algorithm, suite, recommended adapt settings)
+    head_bank: HeadBank | None = None  # training scenarios' heads + the validated shrinkage (metalora.heads)
     feature_stats: object | None = None  # training-class statistics for augment calibrate (augment.calibration.FeatureStats)
 
 
 def build_head(model: LoraClassifier, lora: Params, support: Encoded, labels: Tensor, num_labels: int,
                how: str = "prototype", generator: torch.Generator | None = None,
-               prior: Tensor | None = None, extra: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-    """`extra`: (features, labels) that join the support's own (augment calibrate's samples)."""
+               prior: Tensor | None = None, bank: HeadBank | None = None, label_names: Sequence[str] | None = None,
+               scale: float = DEFAULT_LOGIT_SCALE, extra: tuple[Tensor, Tensor] | None = None,
+               ) -> tuple[Tensor, Tensor, HeadInfo]:
+    """The starting head: random, or support prototypes (shrunk toward the init's head bank when it has one).
+
+    `extra`: (features, labels) that join the support's own (augment calibrate's samples).
+    """
     if how == "random":
-        return random_head(model.backbone.hidden_size, num_labels, generator)
+        return (*random_head(model.backbone.hidden_size, num_labels, generator), HeadInfo("random"))
     with torch.no_grad():
         feats = torch.cat([model.features(lora, b) for b in support.batches(64)])
         labels = labels.to(feats.device)
         if extra is not None:
             feats, labels = torch.cat([feats, extra[0].to(feats)]), torch.cat([labels, extra[1].to(labels.device)])
-        return prototype_head(feats, labels, num_labels, prior)
+        if bank is not None:
+            return bank.build(feats, labels, num_labels, label_names, scale, prior)
+        return (*prototype_head(feats, labels, num_labels, prior), HeadInfo("prototypes", "the init has no head bank"))
 
 
 def adapt(
@@ -58,6 +67,8 @@ def adapt(
     cfg: AdaptConfig,
     on_step: Callable[[int, Params], None] | None = None,
     where: str = "support set",
+    label_names: Sequence[str] | None = None,
+    info: dict | None = None,
     label_words: Tensor | None = None,
 ) -> Params:
     """Fine-tune LoRA + head on the support set for `cfg.steps` steps; returns detached params.
@@ -66,7 +77,9 @@ def adapt(
     scenario's words and a calibration bias instead of prototypes; 0 steps is then the zero-shot model.
 
     `on_step(step, params)` is called after step 0 (before any update) and after every step, which
-    is how the bench records accuracy as a function of adaptation steps.
+    is how the bench records accuracy as a function of adaptation steps. `label_names` (in label-id
+    order) let a head bank find the training scenarios with the same labels; `info`, when given, is
+    filled with how the head was built (`route`: bank or prototypes, and why).
     """
     if len(support) == 0:
         raise DataError(f"{where}: the support set is empty")
@@ -85,13 +98,17 @@ def adapt(
         params.update(label_word_head(label_words, device))
         params[BIAS_KEY].requires_grad_(True)
         head_keys = [BIAS_KEY]
+        how = HeadInfo("label_words", "the backbone scores label words")
     else:
         extra = aug.head_extra(model, init.lora, support, labels, num_labels) if aug else None
-        weight, bias = build_head(model, init.lora, support, labels, num_labels, cfg.head_init, gen, init.head_prior, extra)
+        weight, bias, how = build_head(model, init.lora, support, labels, num_labels, cfg.head_init, gen, init.head_prior,
+                                       init.head_bank, label_names, float(init.logit_scale.exp()), extra)
         params["head.weight"] = weight.detach().clone().to(device).requires_grad_(True)
         params["head.bias"] = bias.detach().clone().to(device).requires_grad_(True)
         params[SCALE_KEY] = init.logit_scale.detach().clone().to(device).requires_grad_(True)
         head_keys = [*HEAD_KEYS, SCALE_KEY]
+    if info is not None:
+        info.update(how.to_dict())
     lora_keys = [k for k in params if k in init.lora]
 
     if cfg.optimizer == "sgd":

@@ -24,6 +24,7 @@ from metalora.augment.calibration import load_feature_stats
 from metalora.backbones import load_backbone
 from metalora.config import AdaptConfig, BackboneConfig, LoraSettings
 from metalora.errors import DataError
+from metalora.heads import HeadBank
 from metalora.label_words import scenario_words
 from metalora.model import HEAD_KEYS, PRIOR_KEY, SCALE_KEY, Encoded, LoraClassifier, Params
 from metalora.scenarios import Scenario, check_support, get_scenario, sample_support
@@ -84,17 +85,25 @@ def load_init(spec: str | Path | AdapterFolder, backbone: BackboneConfig | str |
     """A meta-init (or any adapter used as a starting point) and the classifier it fits."""
     folder = AdapterFolder.open(spec)
     model = _classifier(folder, backbone)
-    init = Init(lora=folder.lora_params(model), lineage=folder.origin, meta=folder.meta,
+    return model, init_from_folder(folder, model)
+
+
+def init_from_folder(folder: AdapterFolder, model: LoraClassifier, lineage: dict | None = None,
+                     meta: dict | None = None) -> Init:
+    """Everything a folder carries for adaptation: LoRA, logit scale, class prior, Meta-SGD rates, head bank and
+    augment's feature statistics. One place, so the library's entries start exactly as `load_init` would."""
+    init = Init(lora=folder.lora_params(model), lineage=lineage or folder.origin, meta=folder.meta if meta is None else meta,
                 feature_stats=load_feature_stats(folder.path))  # augment's statistics file, read by its owner
     extra = folder.init_tensors
+    init.head_bank = HeadBank.load(folder.meta.get("head"), extra, where=str(folder.path))
     if SCALE_KEY in extra:
         init.logit_scale = extra[SCALE_KEY]
     init.head_prior = extra.get(PRIOR_KEY)
-    lrs = {k.removeprefix("lr."): v for k, v in extra.items() if k.startswith("lr.")}
+    lrs = {k.removeprefix("lr."): v for k, v in extra.items() if k.startswith("lr.")}  # bank.* tensors are the bank's
     if lrs:
         init.inner_lrs = {k if k in (*HEAD_KEYS, SCALE_KEY) else from_peft_key(k, model.lora_names): v
                           for k, v in lrs.items()}
-    return model, init
+    return init
 
 
 def load_adapter(spec: str | Path | AdapterFolder, backbone: BackboneConfig | str | None = None) -> AdaptedModel:
@@ -199,7 +208,9 @@ def adapt(
 
         bar = tqdm(total=cfg.steps, desc=f"adapt {sc.name}", leave=False)
     with Timer() as t:
+        head_info: dict = {}
         params = _adapt(model, enc, torch.tensor(labels), sc.num_labels, start, cfg, where=f"scenario {sc.name}",
+                        label_names=sc.label_names, info=head_info,
                         on_step=(lambda step, _p: bar.update(1 if step else 0)) if bar else None,
                         label_words=scenario_words(model, sc))
     if bar:
@@ -210,7 +221,7 @@ def adapt(
         "scenario": scenario_meta(sc),
         "support": {"split": support_split, "shots": shots, "examples": len(ds), "seed": cfg.seed},
         "adapt": {"steps": cfg.steps, "lr": cfg.lr, "head_lr": cfg.head_lr, "optimizer": cfg.optimizer, "seconds": round(t.seconds, 3),
-                  **({"augment": augmented} if augmented else {})},
+                  "head": head_info, **({"augment": augmented} if augmented else {})},
         "lineage": {"init": start.lineage},
         "metrics": {},
     }

@@ -414,6 +414,58 @@ class EpisodeConfig:
 
 
 @dataclass(frozen=True)
+class HeadBankConfig:
+    bank: bool = _help(
+        "Store a head bank in the init: every training scenario's class prototypes under the init's features and its class "
+        "frequencies, keyed by label names. A target with the same label names then shrinks its support prototypes toward "
+        "the bank heads that best explain its support set (see metalora/heads.py); other targets get plain prototypes.",
+        default=False,
+    )
+    bank_examples: int = _help("Training examples per class behind each bank prototype.", default=64)
+    shrinkage: tuple[float, ...] = _help(
+        "Candidate weights of the bank's prior prototypes at episodes.k_shot examples per class (0 = plain support "
+        "prototypes, 1 = the prior head alone); validation picks one. A single value is used as given.",
+        default=(0.0, 0.25, 0.5, 0.75, 1.0),
+    )
+    temperature: tuple[float, ...] = _help(
+        "Candidate temperatures of the support log-likelihood that weights the bank entries (0 = plain average).",
+        default=(0.0, 1.0),
+    )
+    class_prior: tuple[float, ...] = _help(
+        "Candidate strengths of the bank's log class frequency added to the logits (0 = none; 1 = Bayes' rule).",
+        default=(0.0,),
+    )
+    val_episodes: int | None = _help(
+        "Validation episodes that score the head choices (0 adaptation steps: forward passes only, so many are cheap); "
+        "empty = val_episodes.",
+        default=None,
+    )
+    criterion: str = _help(
+        "What validation maximises when it picks the head: `accuracy`, or `accuracy_keep_f1` (the best accuracy among the "
+        "choices whose mean macro-F1 is within f1_tolerance of the plain prototype head's, so a class prior cannot buy "
+        "accuracy by predicting the frequent class everywhere).",
+        default="accuracy",
+    )
+    f1_tolerance: float = _help("With criterion accuracy_keep_f1: how far below the plain head's macro-F1 a choice may be.",
+                                default=0.01)
+
+    def __post_init__(self) -> None:
+        c = _Checks("head")
+        c.positive(self.bank_examples, "bank_examples")
+        if self.val_episodes is not None:
+            c.positive(self.val_episodes, "val_episodes")
+        for name in ("shrinkage", "temperature", "class_prior"):
+            values = getattr(self, name)
+            c.require(len(values) > 0, name, "list at least one value")
+            for v in values:
+                c.require(v >= 0 and (name != "shrinkage" or v <= 1), name,
+                          f"got {v!r}; must be in [0, 1]" if name == "shrinkage" else f"got {v!r}; must be >= 0")
+        c.choice(self.criterion, "criterion", ("accuracy", "accuracy_keep_f1"))
+        c.positive(self.f1_tolerance, "f1_tolerance", allow_zero=True)
+        c.done()
+
+
+@dataclass(frozen=True)
 class MetaTrainConfig:
     backbone: BackboneConfig = _help("The frozen foundation model.", default_factory=lambda: BackboneConfig(name="minilm"))
     lora: LoraSettings = _help("LoRA settings of the meta-init.", default_factory=lambda: LoraSettings(top_layers=2))
@@ -438,6 +490,7 @@ class MetaTrainConfig:
         "the frequent classes of training are favoured (learned from natural-balance query sets). fomaml, maml, metasgd.",
         default=False,
     )
+    head: HeadBankConfig = _help("The head bank a meta-init stores and how its use is validated.", default_factory=HeadBankConfig)
     adapt_steps: int | None = _help("Adaptation steps recorded as the init's default for `metalora adapt` (empty: inner_steps).", default=None)
     adapt_steps_choices: tuple[int, ...] = _help(
         "Step counts every validation scores (SGD at inner_lr on the support set); the init records the best as its adaptation "
@@ -483,6 +536,10 @@ class MetaTrainConfig:
                   "set adapt_steps or adapt_steps_choices, not both (the choice replaces adapt_steps)")
         c.require(not self.adapt_steps_choices or (bool(self.val_scenarios) and self.eval_every > 0), "adapt_steps_choices",
                   "choosing the adaptation steps needs validation episodes; set val_scenarios and eval_every > 0")
+        several = any(len(getattr(self.head, n)) > 1 for n in ("shrinkage", "temperature", "class_prior"))
+        c.require(not (self.head.bank and several) or (bool(self.val_scenarios) and self.eval_every > 0), "head",
+                  "choosing among several head.shrinkage / temperature / class_prior values needs validation episodes; set "
+                  "val_scenarios and eval_every > 0, or give one value each")
         c.choice(self.mixed_precision, "mixed_precision", ("no", "bf16"))
         c.choice(self.log_with, "log_with", ("tensorboard", "none"))
         c.positive(self.feature_stats, "feature_stats", allow_zero=True)

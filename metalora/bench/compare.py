@@ -415,7 +415,8 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
             setups[m] = (model, init, meta_adapt_config(base, init, opts.steps))
         elif m == "multitask":
             model, init = inits["multitask"]
-            setups[m] = (model, Init(lora=init.lora, logit_scale=init.logit_scale), meta_adapt_config(base, init, opts.steps))
+            setups[m] = (model, Init(lora=init.lora, logit_scale=init.logit_scale, head_bank=init.head_bank),
+                         meta_adapt_config(base, init, opts.steps))
         elif m == "vanilla":
             setups[m] = (ref, None, plain)  # peft's default init, drawn with each run's seed
         elif m == "zero-shot":  # label words under the plain decoder, no step: needs no support set at all
@@ -521,7 +522,8 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
                         enc = model.encode(texts)
                         extra_s = time.perf_counter() - t0
                     res = run_lora(model, start, replace(cfg, seed=seed), enc, enc_y, t.num_labels, test_enc[key],
-                                   test_y, curve, where=f"{t.name} seed {seed} ({m})", test_features=feats, label_words=words)
+                                   test_y, curve, where=f"{t.name} seed {seed} ({m})", test_features=feats, label_words=words,
+                                   label_names=t.scenario.label_names)
                     res.seconds += extra_s
                 runs[m][t.name].append({"seed": seed, **res.row()})
                 if res.curve:

@@ -94,7 +94,7 @@ def seeded_default_lora(model: LoraClassifier, seed: int) -> Params:
 def run_lora(model: LoraClassifier, init: Init, cfg: AdaptConfig, support: Encoded, support_labels: Sequence[int],
              num_labels: int, test: Encoded, test_labels: Sequence[int], curve_steps: Sequence[int] = (),
              where: str = "support set", test_features: Tensor | None = None,
-             label_words: Tensor | None = None) -> RunResult:
+             label_names: Sequence[str] | None = None, label_words: Tensor | None = None) -> RunResult:
     """Adapt from `init` for `cfg.steps` steps and score on the test set.
 
     With `curve_steps`, the loop runs to max(cfg.steps, max(curve_steps)) and test accuracy is recorded
@@ -129,7 +129,8 @@ def run_lora(model: LoraClassifier, init: Init, cfg: AdaptConfig, support: Encod
     with Timer() as timer:
         t0[0] = timer.start
         params = adapt(model, support, y, num_labels, init, replace(cfg, steps=total),
-                       on_step=on_step if curve_steps else None, where=where, label_words=label_words)
+                       on_step=on_step if curve_steps else None, where=where, label_names=label_names,
+                       label_words=label_words)
     if curve_steps:
         params, seconds = final["params"], final["seconds"]
     else:

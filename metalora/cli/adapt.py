@@ -48,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
                   support_split=args.support_split, evaluate_split=eval_split, progress=True)
     path = model.save(args.out, overwrite=args.overwrite)
     print(f"adapted {sc.name} in {model.metadata['adapt']['seconds']:.1f}s -> {path}")
+    head = model.metadata["adapt"].get("head") or {}
+    if head.get("route") == "bank":
+        top = ", ".join(f"{k} {v:.2f}" for k, v in list(head.get("top_bank_entries", {}).items())[:3])
+        print(f"head: support prototypes shrunk toward the init's head bank (closest training scenarios: {top})")
+    elif head.get("reason") and "no bank entry" in head["reason"]:
+        print(f"head: plain support prototypes ({head['reason']})")
     if model.metadata.get("metrics"):
         print(f"metrics on {eval_split}:")
         print_metrics(model.metadata["metrics"])

@@ -436,21 +436,13 @@ class AdapterLibrary:
 
 
 def _load_init(entry: Entry, model: LoraClassifier) -> Init:
-    """LoRA weights and (meta-inits) logit scale, class prior and Meta-SGD rates of an entry folder."""
-    from metalora.adapter_io import AdapterFolder, from_peft_key
-    from metalora.model import HEAD_KEYS, PRIOR_KEY, SCALE_KEY
+    """An entry folder as a starting point, read as `api.load_init` reads a meta-init (the one reading of the folder:
+    a damaged file is one DataError line naming it)."""
+    from metalora.adapter_io import AdapterFolder
+    from metalora.api import init_from_folder
 
-    # the one reading of an adapter folder (a damaged file is one DataError line naming it)
     folder = AdapterFolder.read(entry.folder, origin=dict(entry.source))
-    lora, extra = folder.lora_params(model), folder.init_tensors
-    init = Init(lora=lora, lineage=dict(entry.source), meta={"adapt": entry.adapt})
-    if SCALE_KEY in extra:
-        init.logit_scale = extra[SCALE_KEY]
-    init.head_prior = extra.get(PRIOR_KEY)
-    lrs = {k.removeprefix("lr."): v for k, v in extra.items() if k.startswith("lr.")}
-    if lrs:
-        init.inner_lrs = {k if k in (*HEAD_KEYS, SCALE_KEY) else from_peft_key(k, model.lora_names): v for k, v in lrs.items()}
-    return init
+    return init_from_folder(folder, model, lineage=dict(entry.source), meta={"adapt": entry.adapt})
 
 
 def adapt_config_for(library: AdapterLibrary, entry: Entry, base: AdaptConfig | None = None) -> AdaptConfig:

@@ -22,6 +22,7 @@ from metalora.adapter_io import atomic_folder, save_folder, to_peft_key
 from metalora.backbones import load_backbone
 from metalora.config import MetaTrainConfig, dump_config, to_dict
 from metalora.errors import ConfigError, TrainingError
+from metalora.heads import HeadBank, HeadChoice, build_bank, choice_grid, is_plain, pick_choice
 from metalora.meta.algorithms import episode_gradient, inner_loop
 from metalora.meta.checkpoint import remove_partial, save_checkpoint
 from metalora.meta.checkpoint import resume as resume_checkpoint
@@ -82,6 +83,10 @@ class MetaTrainer:
         self.sampler = EpisodeSampler(self.train_scenarios, cfg.episodes, self.cache, cfg.seed, where="scenarios")
         self.val_sampler = (EpisodeSampler(self.val_scenarios, cfg.episodes, self.cache, cfg.seed + 1_000_003,
                                            split=cfg.val_split, where="val_scenarios", augment=False) if self.val_scenarios else None)
+        self.label_names = {s.name: s.label_names for s in [*self.train_scenarios, *self.val_scenarios]}
+        # the head bank under the init's current features, with the validated choice, and the step it belongs to
+        self.bank: HeadBank | None = None
+        self.bank_step: int | None = None
         self._init_meta()
 
     # -- meta-parameters -------------------------------------------------------------------------
@@ -179,6 +184,8 @@ class MetaTrainer:
             ep = self.val_sampler.episode(0, i)
             with torch.no_grad():
                 built = self._build(ep)(meta)
+                if self.bank is not None:  # the head validate_head chose, instead of the plain prototypes
+                    built["head.weight"], built["head.bias"] = self._bank_head(ep, meta, self.bank.choice)
             params = {k: v.detach().requires_grad_(v.is_floating_point()) for k, v in built.items()}
             rate = ({k: self.lrs[k].detach() if k in self.lrs else self.cfg.inner_lr for k in params}
                     if self.lrs else self.cfg.inner_lr)
@@ -189,6 +196,75 @@ class MetaTrainer:
                 done = n
                 accs[n].append(self._accuracy(params, (ep.query, ep.query_labels)))
         return {n: float(sum(a) / len(a)) for n, a in accs.items()}
+
+    # -- the head bank ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def build_bank(self, choice: HeadChoice | None = None) -> HeadBank:
+        """Every training scenario's class prototypes under the current LoRA weights (metalora.heads)."""
+        lora = {k: v.detach() for k, v in self.lora().items()}
+        pools = {p.name: p for p in self.sampler.pools}
+
+        def featurize(name: str, idx: list[int]) -> torch.Tensor:
+            pool = pools[name]
+            parts = [self.model.features(lora, self.cache.get(pool.key, pool.texts, idx[i:i + 64])).cpu()
+                     for i in range(0, len(idx), 64)]
+            return torch.cat(parts)
+
+        scenarios = [(p.name, self.label_names[p.name], p.labels.tolist()) for p in self.sampler.pools]
+        return build_bank(scenarios, featurize, self.cfg.head.bank_examples, seed=self.cfg.seed, choice=choice)
+
+    def _bank_head(self, ep: Episode, meta: Params, choice: HeadChoice, feats=None):
+        names = self.label_names[ep.scenario]
+        feats = feats if feats is not None else self.model.features(self.model.lora_only(meta), ep.support)
+        w, b, _ = self.bank.build(feats, ep.support_labels.to(feats.device), ep.num_labels, [names[c] for c in ep.classes],
+                                  float(meta[SCALE_KEY].exp()), meta.get(PRIOR_KEY), choice)
+        return w, b
+
+    def head_choices(self) -> list[HeadChoice]:
+        h = self.cfg.head
+        return choice_grid(h.shrinkage, h.temperature, h.class_prior, self.cfg.episodes.k_shot)
+
+    @torch.no_grad()
+    def validate_head(self) -> dict[HeadChoice, tuple[float, float]]:
+        """Build the bank under the current init and score every head choice at 0 steps on the validation episodes.
+
+        Returns each choice's (mean query accuracy, macro-F1 of each validation scenario's pooled queries averaged
+        over the scenarios) and sets `self.bank` with the best
+        choice: the best accuracy, or with head.criterion=accuracy_keep_f1 the best accuracy among choices
+        whose macro-F1 is within f1_tolerance of the plain prototype head's (so a class prior cannot win by
+        predicting the frequent class everywhere). Ties go to the simpler head (plain prototypes first).
+        """
+        bank = self.build_bank()
+        self.bank = bank
+        choices = self.head_choices()
+        plain = HeadChoice(0.0, self.cfg.episodes.k_shot, 0.0, 0.0)  # the floor of accuracy_keep_f1, scored in any case
+        scored = choices if any(is_plain(c) for c in choices) else [plain, *choices]
+        meta = {k: v.detach() for k, v in self.meta.items() if not k.startswith("heads.")}
+        lora = self.model.lora_only(meta)
+        accs: dict[HeadChoice, list[float]] = {c: [] for c in scored}
+        # macro-F1 pools each validation scenario's queries over its episodes (in the scenario's own label ids), as a
+        # test set does: a 16-example query set often lacks the rare class, and per-episode F1 would then reward a
+        # head that never predicts it
+        pooled: dict[HeadChoice, dict[str, tuple[list, list]]] = {c: {} for c in scored}
+        for i in range(self.cfg.head.val_episodes or self.cfg.val_episodes):
+            ep = self.val_sampler.episode(0, i)
+            fs, fq = self.model.features(lora, ep.support), self.model.features(lora, ep.query)
+            y = ep.query_labels.to(fq.device)
+            ids = torch.tensor(ep.classes, device=fq.device)
+            for c in scored:
+                w, b = self._bank_head(ep, meta, c, fs)
+                pred = (fq @ w.T + b).argmax(-1)
+                accs[c].append(float((pred == y).float().mean()))
+                p, t = pooled[c].setdefault(ep.scenario, ([], []))
+                p.append(ids[pred].cpu())
+                t.append(ids[y].cpu())
+        n_labels = {s.name: s.num_labels for s in self.val_scenarios}
+        means = {}
+        for c in scored:
+            f1 = [_macro_f1(torch.cat(p), torch.cat(t), n_labels[name]) for name, (p, t) in pooled[c].items()]
+            means[c] = (sum(accs[c]) / len(accs[c]), sum(f1) / len(f1))
+        self.bank = bank.with_choice(pick_choice(means, choices, self.cfg.head.criterion, self.cfg.head.f1_tolerance))
+        return means
 
     def choose(self, by_steps: dict[int, float]) -> tuple[float, int | None]:
         """(the validation score, the adaptation steps it recommends; None = no choice configured)."""
@@ -272,6 +348,12 @@ class MetaTrainer:
             record = {"step": step + 1, "query_loss": float(stats[0] / stats[2]), "query_acc": float(stats[1] / stats[2])}
             done = step + 1
             if self.val_sampler and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+                if cfg.head.bank:
+                    head_scores = self.validate_head()
+                    self.bank_step = done
+                    record["head"] = self.bank.choice.to_dict()
+                    record["val_by_head"] = {_choice_key(c): {"accuracy": round(a, 4), "macro_f1": round(f, 4)}
+                                             for c, (a, f) in head_scores.items()}
                 by_steps = self.validate()
                 val, chosen = self.choose(by_steps)
                 record["val_acc"] = val
@@ -284,7 +366,7 @@ class MetaTrainer:
                     if acc.is_main_process:
                         self.save_init(self.out / "best-init", step=done, val=val, adapt_steps=chosen)
             history.append(record)
-            scalars = {k: v for k, v in record.items() if k not in ("step", "val_acc_by_steps")}
+            scalars = {k: v for k, v in record.items() if k not in ("step", "val_acc_by_steps", "head", "val_by_head")}
             scalars.update({f"val_acc_{n}_steps": a for n, a in record.get("val_acc_by_steps", {}).items()})
             acc.log(scalars, step=done)
             bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k in ("query_loss", "query_acc", "val_acc")})
@@ -323,6 +405,15 @@ class MetaTrainer:
                 extra[f"lr.{key}"] = v.detach()
         if adapt_steps is None:
             adapt_steps = cfg.adapt_steps if cfg.adapt_steps is not None else max(cfg.inner_steps, 1)
+        bank = None
+        if cfg.head.bank:
+            # the bank must be built under the weights being saved; without a validation at this step the
+            # choice is the configured one (one value each: the config refuses several without validation)
+            if self.bank is None or self.bank_step != step:
+                self.bank = self.build_bank(self.bank.choice if self.bank is not None else self.head_choices()[0])
+                self.bank_step = step
+            bank = self.bank
+            extra.update(bank.tensors())
         meta = {
             "metalora_version": __version__,
             "kind": "meta-init",
@@ -334,6 +425,8 @@ class MetaTrainer:
             "lineage": {"init": None},
             "metrics": {"val_acc": val} if val is not None else {},
         }
+        if bank is not None:
+            meta["head"] = bank.meta()
         return save_folder(path, self.model, self.lora(), meta, overwrite=True, init_tensors=extra)
 
 
@@ -351,3 +444,17 @@ def _flat(d: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def _choice_key(c: HeadChoice) -> str:
+    return f"shrink={c.shrinkage:g},temp={c.temperature:g},prior={c.class_prior:g}"
+
+
+def _macro_f1(pred: Tensor, y: Tensor, num_labels: int) -> float:
+    """Macro-F1 over the classes that occur in the labels or the predictions (as sklearn's default)."""
+    f1 = []
+    for k in range(num_labels):
+        tp, fp, fn = [float(v) for v in (((pred == k) & (y == k)).sum(), ((pred == k) & (y != k)).sum(), ((pred != k) & (y == k)).sum())]
+        if tp + fp + fn > 0:
+            f1.append(2 * tp / (2 * tp + fp + fn))
+    return sum(f1) / len(f1) if f1 else 0.0
