@@ -25,8 +25,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from metalora import __version__
-from metalora.errors import BackboneError, DataError
 from metalora.config import LoraSettings
+from metalora.errors import BackboneError, DataError
+from metalora.jsonfile import read_object
 from metalora.label_words import BIAS_KEY, WORDS_KEY
 from metalora.model import SCALE_KEY, LoraClassifier, Params, fold_head
 
@@ -145,13 +146,7 @@ def read_safetensors(path: Path, fix: str = DAMAGED_FIX) -> dict[str, torch.Tens
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc}); {DAMAGED_FIX}") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: must hold a JSON object; {DAMAGED_FIX}")
-    return data
+    return read_object(path, DAMAGED_FIX)
 
 
 def _lora_settings(path: Path, cfg: dict) -> LoraSettings:
@@ -203,7 +198,7 @@ class AdapterFolder:
     origin: dict
 
     @classmethod
-    def open(cls, spec: "str | Path | AdapterFolder") -> "AdapterFolder":
+    def open(cls, spec: str | Path | AdapterFolder) -> AdapterFolder:
         """A local folder as is; anything else is a Hub repo id (`ORG/NAME`, `ORG/NAME@REV`, `hf://...`), pulled."""
         if isinstance(spec, AdapterFolder):
             return spec
@@ -222,7 +217,7 @@ class AdapterFolder:
         return cls.read(folder, origin=origin)
 
     @classmethod
-    def read(cls, path: str | Path, origin: dict | None = None) -> "AdapterFolder":
+    def read(cls, path: str | Path, origin: dict | None = None) -> AdapterFolder:
         path = Path(path)
         if not path.is_dir():
             raise DataError(f"adapter folder {path} does not exist")

@@ -36,11 +36,12 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from metalora import __version__
 from metalora.errors import BackboneError, HubError
+from metalora.jsonfile import read_object
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -108,8 +109,7 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     text = str(spec).strip()
     if text.startswith("hf://"):
         text = text[len("hf://"):]
-        if text.startswith("models/"):
-            text = text[len("models/"):]
+        text = text.removeprefix("models/")
     repo_id, sep, revision = text.partition("@")
     repo_id = repo_id.strip("/")
     if not _REPO_ID.match(repo_id) or "--" in repo_id or ".." in repo_id:
@@ -206,13 +206,7 @@ def _hub_errors(action: str, repo_id: str, revision: str | None, token: str | No
 
 # -- folders -------------------------------------------------------------------------------------
 def _json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HubError(f"{path} is not readable JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise HubError(f"{path} must hold a JSON object")
-    return data
+    return read_object(path, error=HubError)
 
 
 def _check_safetensors(path: Path) -> None:

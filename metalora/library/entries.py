@@ -13,7 +13,6 @@ adapter brings its own; when it is absent the library computes it from the scena
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor
 
 from metalora.errors import DataError
+from metalora.jsonfile import read_object
 
 SIGNATURE_FILE = "metalora_signature.safetensors"
 DEFAULT_NAME = "peft-default"  # the always-present plain LoRA entry (peft's default init)
@@ -46,7 +46,7 @@ class LoraShape:
                 "layers": list(self.layers) if self.layers is not None else None}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LoraShape":
+    def from_dict(cls, d: dict) -> LoraShape:
         return cls(int(d["r"]), int(d["alpha"]), tuple(d["target_modules"]) if d.get("target_modules") else None,
                    tuple(int(x) for x in d["layers"]) if d.get("layers") is not None else None)
 
@@ -92,7 +92,7 @@ class Entry:
         }
 
     @classmethod
-    def from_json(cls, d: dict, folder: Path | None) -> "Entry":
+    def from_json(cls, d: dict, folder: Path | None) -> Entry:
         return cls(name=d["name"], kind=d["kind"], base_model=d.get("base_model"),
                    lora=LoraShape.from_dict(d["lora"]) if d.get("lora") else None, folder=folder,
                    source=d.get("source") or {}, scenario=d.get("scenario"), card=d.get("card"), family=d.get("family"),
@@ -114,15 +114,7 @@ def fingerprint(folder: Path) -> str:
 
 
 def _json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path} is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path} must hold a JSON object")
-    return data
+    return read_object(path)
 
 
 def lora_shape(config: dict, where: Path) -> LoraShape:

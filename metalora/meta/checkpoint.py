@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from metalora.adapter_io import atomic_folder, read_safetensors
 from metalora.config import to_dict
 from metalora.errors import ConfigError, DataError, TrainingError
+from metalora.jsonfile import read_object
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +72,8 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 def _read_state(path: Path) -> dict:
     file = path / "state.json"
-    try:
-        state = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{file} is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{file} is damaged or incomplete (not valid JSON: {exc})") from None
-    if not isinstance(state, dict) or not {"step", "config", "param_groups", "optimizer_scalars"} <= set(state):
+    state = read_object(file, "the checkpoint is damaged or incomplete")
+    if not {"step", "config", "param_groups", "optimizer_scalars"} <= set(state):
         raise DataError(f"{file} is damaged or incomplete (fields missing)")
     return state
 
