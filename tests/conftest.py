@@ -138,3 +138,19 @@ def write_card(tmp_path: Path) -> Callable:
 def local_card(write_card) -> Path:
     """The default local scenario: binary review sentiment, train 5 + 5, test 3 + 3."""
     return write_card()
+
+
+# a meta config small enough for a bench test to meta-train in seconds (tiny BERT, 2 steps)
+TINY_META = """\
+backbone: {name: tiny-bert, max_length: 32}
+lora: {r: 4, top_layers: 2}
+algorithm: fomaml
+steps: 2
+meta_batch: 2
+inner_steps: 1
+adapt_steps: 0
+episodes: {k_shot: 2, query_size: 4}
+eval_every: 0
+checkpoint_every: 0
+log_with: none
+"""

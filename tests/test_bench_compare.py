@@ -10,23 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import NEGATIVE, POSITIVE, write_scenario
+from conftest import NEGATIVE, POSITIVE, TINY_META, write_scenario
 from metalora.bench.report import method_tail, task_entry, task_tail
 from metalora.cli import main
-
-TINY_META = """\
-backbone: {name: tiny-bert, max_length: 32}
-lora: {r: 4, top_layers: 2}
-algorithm: fomaml
-steps: 2
-meta_batch: 2
-inner_steps: 1
-adapt_steps: 0
-episodes: {k_shot: 2, query_size: 4}
-eval_every: 0
-checkpoint_every: 0
-log_with: none
-"""
 
 
 # -- tail statistics ------------------------------------------------------------------------------------
