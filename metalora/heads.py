@@ -122,7 +122,7 @@ class BankEntry:
 class HeadInfo:
     """What `HeadBank.build` did, for the adapter's metadata and for tests."""
 
-    route: str  # "bank" or "prototypes"
+    route: str  # "bank", "prototypes", "random" or "label_words"
     reason: str = ""
     weights: dict[str, float] = field(default_factory=dict)  # bank scenario -> mixture weight (top ones)
 
