@@ -275,7 +275,7 @@ class AdapterFolder:
     def adapt_defaults(self) -> dict:
         """The adaptation settings a meta-init recommends (its validated inner loop), as AdaptConfig fields."""
         rec = self.meta.get("adapt") or {}
-        return {k: rec[k] for k in ("optimizer", "lr", "head_lr", "steps") if k in rec}
+        return {k: rec[k] for k in ("optimizer", "lr", "head_lr", "steps", "fallback", "fallback_margin") if k in rec}
 
     def backbone_config(self, override=None):
         """The backbone this folder was trained on (and how its inputs were cut), unless `override` is given."""

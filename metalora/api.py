@@ -202,6 +202,14 @@ def adapt(
             texts, labels = text_aug(texts, labels, cfg.seed) if text_aug else (texts, labels)
         augmented = {"methods": list(cfg.augment.methods), "examples": len(texts), "text_seconds": round(ta.seconds, 3)}
     enc = model.encode(texts)
+    fallback = None
+    if cfg.fallback == "auto" and init is not None:  # a trained start: is it worse than the plain backbone here?
+        from metalora.fallback import check, fallback_config
+
+        fallback = check(model, start.lora, enc, torch.tensor(labels), sc.num_labels, cfg.fallback_margin)
+        if fallback.fell_back:  # lineage then says peft's default init; the rejected init is named under adapt.fallback
+            rejected, start = start.lineage, Init(lora=default_lora(model))
+            cfg = fallback_config(cfg)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -221,7 +229,9 @@ def adapt(
         "scenario": scenario_meta(sc),
         "support": {"split": support_split, "shots": shots, "examples": len(ds), "seed": cfg.seed},
         "adapt": {"steps": cfg.steps, "lr": cfg.lr, "head_lr": cfg.head_lr, "optimizer": cfg.optimizer, "seconds": round(t.seconds, 3),
-                  "head": head_info, **({"augment": augmented} if augmented else {})},
+                  "head": head_info, **({"augment": augmented} if augmented else {}),
+                  **({"fallback": {**fallback.to_dict(), **({"rejected_init": rejected} if fallback.fell_back else {})}}
+                     if fallback is not None else {})},
         "lineage": {"init": start.lineage},
         "metrics": {},
     }

@@ -196,9 +196,17 @@ class AdaptConfig:
     seed: int = _help("Seed for sampling and training.", default=0)
     eval_batch_size: int = _help("Batch size for evaluation and prediction.", default=64)
     augment: AugmentConfig = _help("Support-set augmentation (metalora/augment/); none by default.", default_factory=AugmentConfig)
+    fallback: str = _help("`auto`: before adapting from a trained init, compare how well the init's features and the plain "
+                          "backbone's separate the support set (leave-one-out prototype loss) and fall back to peft's default "
+                          "LoRA with ordinary fine-tuning when the plain backbone does better (metalora/fallback.py); `off`: never.",
+                          default="off")
+    fallback_margin: float = _help("How much lower (nats) the plain backbone's leave-one-out loss must be before `fallback: auto` "
+                                   "falls back.", default=0.0)
 
     def __post_init__(self) -> None:
         c = _Checks("adapt")
+        c.choice(self.fallback, "fallback", ("off", "auto"))
+        c.positive(self.fallback_margin, "fallback_margin", allow_zero=True)
         c.positive(self.steps, "steps", allow_zero=True)
         c.positive(self.lr, "lr", allow_zero=True)
         c.positive(self.head_lr, "head_lr", allow_zero=True)

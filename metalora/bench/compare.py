@@ -138,6 +138,7 @@ class BenchOptions:
     selector_candidates: int | None = 10  # select: adapters per training scenario the learned selector adapts (+ inits)
     augment: tuple = ()  # metalora.augment.ablation.Setting rows beside `meta` (bench --augment)
     augment_overrides: tuple[str, ...] = ()  # AugmentConfig fields for those rows (bench --augment-set)
+    fallback: bool = False  # rows `meta+fallback` / `multitask+fallback`: the init check of metalora.fallback (bench --fallback)
     extra: dict = field(default_factory=dict)  # copied into the report (data_dir, ...)
 
     @property
@@ -225,6 +226,11 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
         if "meta" not in methods:
             methods.insert(0, "meta")
         methods += list(augmented)
+    # the init check: each trained-init row gets a twin that falls back to vanilla where the support set says so
+    guarded = {f"{m}+fallback": m for m in ("meta", "multitask") if opts.fallback and m in methods}
+    methods += list(guarded)
+    if opts.fallback and not guarded:
+        raise ConfigError("--fallback: it checks a trained init; add meta or multitask to --methods")
     if "setfit" in methods and not setfit_available():
         methods.remove("setfit")
         notes.append("setfit skipped: the `setfit` package is not installed (pip install setfit)")
@@ -370,6 +376,9 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
             setups[m] = (ref, None, None)
         elif m in LIBRARY_METHODS:
             setups[m] = (None, None, None)
+        elif m in guarded:
+            model, init, cfg = setups[guarded[m]]
+            setups[m] = (model, init, replace(cfg, fallback="auto"))
         elif m in augmented:
             model, init = inits[m] if augmented[m].task else inits["meta"]
             cfg = meta_adapt_config(base, init, opts.steps)
@@ -411,8 +420,41 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
     if not torch_cuda():
         notes.append("peak_mb on a CPU is the process's peak resident memory so far (ru_maxrss), an upper bound per run")
 
+    def plain_run(t: TargetTask, seed: int, sup, sup_enc: dict, test, test_y, test_enc: dict) -> RunResult:
+        """vanilla's run on this support draw (peft's default LoRA drawn with the seed), computed once."""
+        if (t.name, seed) not in plain_runs:
+            key = _model_key(ref)
+            if key not in test_enc:
+                test_enc[key] = ref.encode(test["text"])
+            if key not in sup_enc:
+                sup_enc[key] = ref.encode(sup["text"])
+            plain_runs[(t.name, seed)] = run_lora(
+                ref, Init(lora=seeded_default_lora(ref, seed)), replace(plain, seed=seed), sup_enc[key], list(sup["label"]),
+                t.num_labels, test_enc[key], test_y, where=f"{t.name} seed {seed} (vanilla)",
+                label_words=scenario_words(ref, t.scenario), label_names=t.scenario.label_names)
+        return plain_runs[(t.name, seed)]
+
+    def guarded_run(m: str, t: TargetTask, seed: int, sup, sup_enc: dict, test, test_y, test_enc: dict) -> dict:
+        """`M+fallback`: M's own run where its init passes metalora.fallback's check, vanilla's where it does not."""
+        from metalora.fallback import check
+
+        model, init, cfg = setups[m]
+        key = _model_key(model)
+        if key not in sup_enc:
+            sup_enc[key] = model.encode(sup["text"])
+        t0 = time.perf_counter()
+        chk = check(model, init.lora, sup_enc[key], list(sup["label"]), t.num_labels, cfg.fallback_margin)
+        check_s = time.perf_counter() - t0
+        if chk.fell_back:
+            row = {"seed": seed, **plain_run(t, seed, sup, sup_enc, test, test_y, test_enc).row()}
+        else:  # the base row of this seed ran just before (methods list it first); a deterministic fixed support ran once
+            row = dict(runs[guarded[m]][t.name][-1], seed=seed)
+        row["seconds"] += check_s
+        return {**row, "fell_back": chk.fell_back, "check": {"init": chk.init.to_dict(), "plain": chk.plain.to_dict()}}
+
     # 5. the runs
     runs: dict[str, dict[str, list]] = {m: {t.name: [] for t in targets} for m in methods}
+    plain_runs: dict[tuple[str, int], RunResult] = {}  # vanilla's result per (task, seed), shared with fallback rows
     curves: dict[str, list] = {m: [] for m in methods}
     bar = tqdm(total=len(targets) * len(opts.seeds), desc=f"bench {opts.benchmark}", disable=not opts.progress)
     for t in targets:
@@ -433,6 +475,9 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
                 if m == "setfit":
                     res = setfit.run(sup["text"], sup_y, t.num_labels, test["text"], test_y, seed)
                     runs[m][t.name].append({"seed": seed, **res.row()})
+                    continue
+                if m in guarded:  # the base row's run where the init passes the check, else vanilla's run
+                    runs[m][t.name].append(guarded_run(m, t, seed, sup, sup_enc, test, test_y, test_enc))
                     continue
                 if m in LIBRARY_METHODS:
                     res, info = library.run(m, sup, t.num_labels, t.scenario.label_names, test["text"], test_y, seed,
@@ -468,6 +513,8 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
                                    label_names=t.scenario.label_names)
                     res.seconds += extra_s
                 runs[m][t.name].append({"seed": seed, **res.row()})
+                if m == "vanilla" and not res.curve:
+                    plain_runs[(t.name, seed)] = res
                 if res.curve:
                     curves[m].append(res.curve)
             bar.update(1)
@@ -530,10 +577,24 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
         }
         if m in LIBRARY_METHODS:
             report["methods"][m]["library"] = library.report(m)
+        if m in guarded:
+            report["methods"][m]["adapt"]["fallback"] = "auto"
+            report["methods"][m]["fallback"] = fallback_counts(runs[m], families)
     paths = write_comparison(report, out)
     print(summary_table(report))
     print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
     return report
+
+
+def fallback_counts(runs: dict[str, list], families: dict[str, str]) -> dict:
+    """How often the init check fell back to vanilla: over all runs and per family."""
+    per: dict[str, list[int]] = {}
+    for name, rs in runs.items():
+        c = per.setdefault(families[name], [0, 0])
+        c[0] += sum(bool(r.get("fell_back")) for r in rs)
+        c[1] += len(rs)
+    total = [sum(v[0] for v in per.values()), sum(v[1] for v in per.values())]
+    return {"fell_back": total[0], "runs": total[1], "families": {f: {"fell_back": a, "runs": b} for f, (a, b) in sorted(per.items())}}
 
 
 def torch_cuda() -> bool:

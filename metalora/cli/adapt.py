@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
                   support_split=args.support_split, evaluate_split=eval_split, progress=True)
     path = model.save(args.out, overwrite=args.overwrite)
     print(f"adapted {sc.name} in {model.metadata['adapt']['seconds']:.1f}s -> {path}")
+    fallback = model.metadata["adapt"].get("fallback")
+    if fallback:
+        print(f"init check: {fallback['reason']}")
     head = model.metadata["adapt"].get("head") or {}
     if head.get("route") == "bank":
         top = ", ".join(f"{k} {v:.2f}" for k, v in list(head.get("top_bank_entries", {}).items())[:3])

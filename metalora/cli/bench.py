@@ -43,6 +43,10 @@ def _add_comparison_flags(p: argparse.ArgumentParser, default_methods: str) -> N
                    "MLTI interpolation, task-merge, task-vary) or several joined with +. Each becomes a row meta+SETTING beside meta "
                    "(added to --methods if missing) on the same support sets and seeds, with its paired difference to meta; a task "
                    "setting meta-trains its own init with --meta-config plus that augmentation.")
+    p.add_argument("--fallback", action="store_true",
+                   help="Add rows meta+fallback (and multitask+fallback) beside meta (multitask): the same runs, except that "
+                        "where the plain backbone separates the support set better than the init (metalora.fallback's "
+                        "leave-one-out check) the run falls back to vanilla's peft default LoRA and 30 AdamW steps.")
     p.add_argument("--augment-set", dest="augment_overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="Override an AugmentConfig field for the ablation, e.g. --augment-set calibrate_samples=50 (repeatable).")
 
@@ -115,6 +119,7 @@ def _options(args, benchmark: str):
         support_sampling=args.support_sampling, borderline_fraction=args.borderline_fraction, max_overlap=args.max_overlap,
         library=args.library, library_shots=args.library_shots, selector_candidates=args.selector_candidates,
         augment=tuple(parse_settings(args.augment)) if args.augment else (), augment_overrides=tuple(args.augment_overrides),
+        fallback=args.fallback,
     )
 
 
