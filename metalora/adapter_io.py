@@ -272,9 +272,13 @@ class AdapterFolder:
             raise DataError(f"{self.path / META_FILE}: scenario.label_names is missing")
         return tuple(labels)
 
-    def adapt_defaults(self) -> dict:
-        """The adaptation settings a meta-init recommends (its validated inner loop), as AdaptConfig fields."""
+    def adapt_defaults(self, family: str | None = None) -> dict:
+        """The adaptation settings a meta-init recommends (its validated inner loop), as AdaptConfig fields; with the
+        scenario's `family`, that family's own budget where the init chose one per family (metalora/meta/budget.py)."""
         rec = self.meta.get("adapt") or {}
+        by_family = self.meta.get("adapt_by_family") or {}
+        if family is not None and isinstance(by_family.get(family), dict):
+            rec = {**rec, **by_family[family]}
         return {k: rec[k] for k in ("optimizer", "lr", "head_lr", "steps", "fallback", "fallback_margin") if k in rec}
 
     def backbone_config(self, override=None):

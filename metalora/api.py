@@ -134,11 +134,12 @@ def init_metadata(spec: str | Path | AdapterFolder) -> dict:
     return AdapterFolder.open(spec).meta
 
 
-def init_adapt_defaults(spec: str | Path | AdapterFolder) -> dict:
-    """The adaptation settings a meta-init recommends (its inner loop), as AdaptConfig fields."""
+def init_adapt_defaults(spec: str | Path | AdapterFolder, family: str | None = None) -> dict:
+    """The adaptation settings a meta-init recommends (its inner loop), as AdaptConfig fields; for a scenario of
+    `family`, that family's budget where the init chose one per family."""
     if hasattr(spec, "defaults"):  # a metalora.library.LibraryStart: the chosen entry's settings
         return dict(spec.defaults)
-    return AdapterFolder.open(spec).adapt_defaults()
+    return AdapterFolder.open(spec).adapt_defaults(family)
 
 
 def scenario_meta(sc: Scenario) -> dict:
@@ -179,7 +180,7 @@ def adapt(
     elif init is not None:
         init = AdapterFolder.open(init)  # read (or pulled) once; the record travels on
         if config is None:
-            cfg = AdaptConfig(**init.adapt_defaults())
+            cfg = AdaptConfig(**init.adapt_defaults(sc.family))
         # the init brings its own backbone unless the caller chose one explicitly
         explicit = cfg.backbone if cfg.backbone != AdaptConfig().backbone else None
         model, start = load_init(init, explicit)

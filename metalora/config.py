@@ -474,6 +474,26 @@ class HeadBankConfig:
 
 
 @dataclass(frozen=True)
+class BudgetConfig:
+    by_family: bool = _help(
+        "After training, choose the adaptation budget per scenario family on the validation scenarios of each family (the "
+        "kept init, the real adaptation loop) and record it (metalora/meta/budget.py); `adapt` then uses the budget of the "
+        "scenario's family, and the best on average over families for a family validation never saw.", default=False)
+    finetune_steps: tuple[int, ...] = _help(
+        "Candidates beside the SGD step counts of adapt_steps_choices: ordinary fine-tuning from the init (AdaptConfig's AdamW "
+        "rates) for these step counts, e.g. [30]. Scored only in the per-family choice.", default=())
+    episodes: int = _help("Validation episodes per family for the per-family choice.", default=48)
+
+    def __post_init__(self) -> None:
+        c = _Checks("budget")
+        for n in self.finetune_steps:
+            c.positive(n, "finetune_steps")
+        c.positive(self.episodes, "episodes")
+        c.require(not self.finetune_steps or self.by_family, "finetune_steps", "are candidates of the per-family choice; set budget.by_family: true")
+        c.done()
+
+
+@dataclass(frozen=True)
 class MetaTrainConfig:
     backbone: BackboneConfig = _help("The frozen foundation model.", default_factory=lambda: BackboneConfig(name="minilm"))
     lora: LoraSettings = _help("LoRA settings of the meta-init.", default_factory=lambda: LoraSettings(top_layers=2))
@@ -506,6 +526,7 @@ class MetaTrainConfig:
         "targets. Empty: adapt_steps as given.",
         default=(),
     )
+    budget: BudgetConfig = _help("The adaptation budget chosen per family after training.", default_factory=BudgetConfig)
     eval_every: int = _help("Validate every N outer steps (0 = never).", default=50)
     checkpoint_every: int = _help("Write a resumable checkpoint every N outer steps (0 = never).", default=50)
     mixed_precision: str = _help("`no`, or `bf16` where the device supports it.", default="no")
@@ -544,6 +565,8 @@ class MetaTrainConfig:
                   "set adapt_steps or adapt_steps_choices, not both (the choice replaces adapt_steps)")
         c.require(not self.adapt_steps_choices or (bool(self.val_scenarios) and self.eval_every > 0), "adapt_steps_choices",
                   "choosing the adaptation steps needs validation episodes; set val_scenarios and eval_every > 0")
+        c.require(not self.budget.by_family or bool(self.val_scenarios), "budget",
+                  "by_family chooses the budget on each family's validation scenarios; set val_scenarios")
         several = any(len(getattr(self.head, n)) > 1 for n in ("shrinkage", "temperature", "class_prior"))
         c.require(not (self.head.bank and several) or (bool(self.val_scenarios) and self.eval_every > 0), "head",
                   "choosing among several head.shrinkage / temperature / class_prior values needs validation episodes; set "

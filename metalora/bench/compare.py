@@ -357,14 +357,17 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
     base = AdaptConfig(backbone=ref.backbone.config)
     plain = replace(base, **{k: v for k, v in (("steps", opts.steps), ("lr", opts.lr)) if v is not None})
     setups: dict[str, tuple] = {}  # method -> (model, init, AdaptConfig)
+    trained: dict[str, Init] = {}  # rows adapting a trained init -> that init (its per-family budget is read per target)
     for m in methods:
         if m == "meta":
             model, init = inits["meta"]
             setups[m] = (model, init, meta_adapt_config(base, init, opts.steps))
+            trained[m] = init
         elif m == "multitask":
             model, init = inits["multitask"]
             setups[m] = (model, Init(lora=init.lora, logit_scale=init.logit_scale, head_bank=init.head_bank),
                          meta_adapt_config(base, init, opts.steps))
+            trained[m] = init
         elif m == "vanilla":
             setups[m] = (ref, None, plain)  # peft's default init, drawn with each run's seed
         elif m == "zero-shot":  # label words under the plain decoder, no step: needs no support set at all
@@ -379,10 +382,12 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
         elif m in guarded:
             model, init, cfg = setups[guarded[m]]
             setups[m] = (model, init, replace(cfg, fallback="auto"))
+            trained[m] = trained[guarded[m]]
         elif m in augmented:
             model, init = inits[m] if augmented[m].task else inits["meta"]
             cfg = meta_adapt_config(base, init, opts.steps)
             setups[m] = (model, init, replace(cfg, augment=replace(aug_base, methods=augmented[m].support)))
+            trained[m] = init
     library = None
     if any(m in LIBRARY_METHODS for m in methods):  # built (or reused) before any target is touched
         from metalora.library.bench import prepare
@@ -439,6 +444,7 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
         from metalora.fallback import check
 
         model, init, cfg = setups[m]
+        cfg = family_config(cfg, trained[m], t.family, opts.steps)
         key = _model_key(model)
         if key not in sup_enc:
             sup_enc[key] = model.encode(sup["text"])
@@ -471,6 +477,8 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
                 if seed != opts.seeds[0] and (m == "zero-shot" or (fixed[t.name] and deterministic(m, len(sup)))):
                     continue
                 model, init, cfg = setups[m]
+                if m in trained:  # the init's budget for this target's family (metalora/meta/budget.py)
+                    cfg = family_config(cfg, trained[m], t.family, opts.steps)
                 bar.set_postfix_str(f"{t.name} seed {seed} {m}")
                 if m == "setfit":
                     res = setfit.run(sup["text"], sup_y, t.num_labels, test["text"], test_y, seed)
@@ -577,6 +585,8 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
         }
         if m in LIBRARY_METHODS:
             report["methods"][m]["library"] = library.report(m)
+        if m in trained and (trained[m].meta or {}).get("adapt_by_family"):
+            report["methods"][m]["adapt"]["by_family"] = trained[m].meta["adapt_by_family"]
         if m in guarded:
             report["methods"][m]["adapt"]["fallback"] = "auto"
             report["methods"][m]["fallback"] = fallback_counts(runs[m], families)
@@ -584,6 +594,15 @@ def compare(targets: list[TargetTask], training: Training, opts: BenchOptions) -
     print(summary_table(report))
     print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
     return report
+
+
+def family_config(cfg: AdaptConfig, init: Init, family: str, steps: int | None) -> AdaptConfig:
+    """`cfg` with the training settings of `init`'s budget for `family` (where it chose one per family)."""
+    by_family = (init.meta or {}).get("adapt_by_family") or {}
+    if family not in by_family:
+        return cfg
+    fam = meta_adapt_config(cfg, init, steps, family)
+    return replace(cfg, optimizer=fam.optimizer, lr=fam.lr, head_lr=fam.head_lr, steps=fam.steps)
 
 
 def fallback_counts(runs: dict[str, list], families: dict[str, str]) -> dict:

@@ -170,9 +170,13 @@ def run_frozen_lr(model: LoraClassifier, support: Encoded, support_labels: Seque
     return RunResult(scores(METRICS, test_labels, probs, num_labels), timer.seconds, timer.peak_mb)
 
 
-def meta_adapt_config(base: AdaptConfig, init: Init, steps: int | None) -> AdaptConfig:
-    """A meta-init's recommended adaptation (SGD at its meta-learned inner lr); --steps overrides the steps."""
-    rec = (init.meta or {}).get("adapt") or {}
+def meta_adapt_config(base: AdaptConfig, init: Init, steps: int | None, family: str | None = None) -> AdaptConfig:
+    """A meta-init's recommended adaptation (SGD at its meta-learned inner lr; for a scenario of `family`, that family's
+    budget where the init chose one per family); --steps overrides the steps."""
+    meta = init.meta or {}
+    rec = meta.get("adapt") or {}
+    if family is not None and isinstance((meta.get("adapt_by_family") or {}).get(family), dict):
+        rec = {**rec, **meta["adapt_by_family"][family]}
     cfg = replace(base, optimizer=rec.get("optimizer", "sgd"), lr=float(rec.get("lr", base.lr)),
                   head_lr=float(rec.get("head_lr", rec.get("lr", base.head_lr))),
                   steps=int(rec.get("steps", base.steps)))

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if init:
         from metalora.api import init_adapt_defaults
 
-        base = init_adapt_defaults(init)  # the init's own inner loop, unless overridden
+        base = init_adapt_defaults(init, sc.family)  # the init's own inner loop (its budget for this family), unless overridden
     cfg = adapt_config(args, base)
     eval_split = None if args.eval_split == "none" else args.eval_split
     model = adapt(sc, init=init, config=cfg, shots=None if args.full else args.shots,

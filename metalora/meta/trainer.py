@@ -59,6 +59,7 @@ class MetaTrainer:
     def __init__(self, cfg: MetaTrainConfig, accelerator=None, cards_dir=None, model: LoraClassifier | None = None):
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
+        self.cards_dir = cards_dir
         self.acc = accelerator or make_accelerator(cfg)
         # Validate the suite before loading any model (fast failure on bad input).
         self.train_scenarios = select_scenarios(cfg.scenarios, cfg.exclude, cfg.exclude_heldout, "scenarios", cards_dir)
@@ -382,6 +383,10 @@ class MetaTrainer:
             final = self.save_init(self.out / "final-init", step=cfg.steps, val=last.get("val_acc"), adapt_steps=last.get("adapt_steps"))
             source = self.out / "best-init" if (self.out / "best-init").is_dir() else final
             _copy_folder(source, init_dir)
+            if cfg.budget.by_family:  # on the kept init, with the real adaptation loop (metalora/meta/budget.py)
+                from metalora.meta.budget import choose_budget
+
+                choose_budget(init_dir, cfg, self.cards_dir, model=self.model)
             if cfg.feature_stats:  # for adapt's calibrate augmentation, under the saved init's own weights
                 from metalora.augment.calibration import compute_feature_stats, save_feature_stats
                 from metalora.adapter_io import load_params
