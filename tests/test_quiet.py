@@ -63,3 +63,43 @@ def test_the_filter_is_needed_here():
 
     with pytest.warns(FutureWarning, match="is_gradient_checkpointing"):
         get_peft_model(load_backbone("tiny-bert").model, LoraConfig(r=2, target_modules=["query"]))
+
+
+RECORD_GET_KERNEL = """
+import kernels
+calls = []
+def get_kernel(repo_id, *args, **kwargs):
+    calls.append(repo_id)
+    raise RuntimeError("recorded, not fetched")
+kernels.get_kernel = get_kernel
+import logging; logging.basicConfig()
+"""
+
+
+def _import_in_fresh_process(code: str) -> tuple[list[str], str]:
+    """Run `code` in a fresh interpreter with `kernels.get_kernel` replaced by a recorder (no network)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("kernels")
+    script = RECORD_GET_KERNEL + code + "\nprint(' '.join(calls))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split(), done.stderr
+
+
+def test_bitsandbytes_fetches_no_hub_kernel_once_metalora_is_imported():
+    """Importing peft after metalora asks `kernels` for nothing and prints nothing, and `kernels` still imports."""
+    pytest.importorskip("bitsandbytes")
+    calls, stderr = _import_in_fresh_process("import metalora, peft, bitsandbytes, kernels\nassert kernels.get_kernel")
+    assert calls == [] and "kernels-community" not in stderr, (calls, stderr)
+
+
+def test_without_metalora_bitsandbytes_does_fetch_here():
+    """Not vacuous: on this CPU a bare bitsandbytes import does ask the Hub for its kernel."""
+    pytest.importorskip("bitsandbytes")
+    calls, stderr = _import_in_fresh_process("import bitsandbytes")
+    if not calls:
+        pytest.skip("this CPU has no AVX512-BF16: bitsandbytes asks for no CPU kernel here")
+    assert calls == ["kernels-community/quantization-bitsandbytes"]
+    assert quiet.BNB_KERNELS_MESSAGE in stderr
