@@ -110,8 +110,8 @@ def choose_budget(init_dir: str | Path, cfg: MetaTrainConfig, cards_dir=None, mo
     cache = ExampleCache(model)
     by_name = {sc.name: sc for sc in val}
     table = {}
+    ep_cfg = replace(cfg.episodes, weighting="uniform" if cfg.episodes.weighting == "family" else cfg.episodes.weighting)
     for j, (fam, scs) in enumerate(sorted(families.items())):
-        ep_cfg = replace(cfg.episodes, weighting="uniform" if cfg.episodes.weighting == "family" else cfg.episodes.weighting)
         sampler = EpisodeSampler(scs, ep_cfg, cache, cfg.seed + 2_000_003 + j, split=cfg.val_split, where=f"val_scenarios ({fam})",
                                  augment=False)
         table[fam] = score_family(model, init, sampler, by_name, cfg, cfg.budget.episodes)
