@@ -72,7 +72,7 @@ def merge_with_peft(model: LoraClassifier, loras: Sequence[Params], weights: Seq
         set_peft_model_state_dict(peft_model, {to_peft_key(k): v for k, v in lora.items()}, adapter_name=name)
         names.append(name)
     peft_model.base_model.add_weighted_adapter(names, [float(w) for w in weights], "blend", combination_type="linear")
-    merged = get_peft_model_state_dict(peft_model, adapter_name="blend")
+    merged = get_peft_model_state_dict(peft_model, adapter_name="blend", save_embedding_layers=False)  # no Hub look-up
     scaling = model.peft_config.lora_alpha / model.peft_config.r  # the blend's own scaling is 1 (alpha = r)
     table = {to_peft_key(n): n for n in model.lora_names}
     out = {table[k]: (v / math.sqrt(scaling)).detach().clone() for k, v in merged.items() if k in table}
