@@ -334,9 +334,21 @@ def test_speed_tiny(tmp_path):
     assert r["backbones"]["tiny-bert"]["processes"]["1"]["episodes_per_s"] > 0
 
 
+def test_speed_measures_several_backbones_in_one_table(tmp_path):
+    from metalora.bench.speed import run_speed
+
+    r = run_speed("tiny-mpnet,tiny-bert", tmp_path / "speed", shots=(2,), repeats=1, processes=(1,), meta_steps=1)
+    assert list(r["backbones"]) == ["tiny-mpnet", "tiny-bert"]  # tiny-bert once, not appended twice
+    md = (tmp_path / "speed" / "speed.md").read_text()
+    step_rows = [line for line in md.splitlines() if line.startswith("| tiny-")]
+    assert {row.split("|")[1].strip() for row in step_rows} == {"tiny-mpnet", "tiny-bert"}
+    assert r["backbones"]["tiny-mpnet"]["steps"]["meta_first_order"]["examples_per_s"] > 0
+
+
 def test_speed_bad_flags():
     from metalora.bench.speed import parse_ints
 
     with pytest.raises(ConfigError):
         parse_ints("1,x", "--processes")
     assert main(["bench", "speed", "--processes", "0", "--backbone", "tiny-bert"]) == 2
+    assert main(["bench", "speed", "--backbone", "tiny-bert,,minilm"]) == 2  # an empty name in the list

@@ -199,15 +199,21 @@ def process_throughput(backbone: str, processes: Sequence[int], steps: int, work
     return out
 
 
-def run_speed(backbone: str, out: Path, shots: Sequence[int] = (5, 20, 100), repeats: int = 3,
+def run_speed(backbone: str | Sequence[str], out: Path, shots: Sequence[int] = (5, 20, 100), repeats: int = 3,
               processes: Sequence[int] = (1,), meta_steps: int = 3) -> dict:
+    """Every backbone in one run (one process, the same thread count), so their ratios sit side by side
+    in one table rather than in reports from different days or loads."""
     from metalora.backbones import load_backbone  # noqa: F401  (fail fast on an unknown backbone name)
     from metalora.config import BackboneConfig
 
-    load_backbone(BackboneConfig(name=backbone))
+    names = [b.strip() for b in backbone.split(",")] if isinstance(backbone, str) else list(backbone)
+    if not names or any(not b for b in names):
+        raise ConfigError(f"--backbone: expected one name or a comma-separated list like minilm,mpnet, got {backbone!r}")
     if repeats < 1 or meta_steps < 1:
         raise ConfigError("--repeats and --meta-steps must be >= 1")
-    backbones = list(dict.fromkeys([backbone, "tiny-bert"]))
+    for b in names:
+        load_backbone(BackboneConfig(name=b))
+    backbones = list(dict.fromkeys([*names, "tiny-bert"]))
     report: dict = {"benchmark": "speed", "metalora_version": __version__, "torch": torch.__version__,
                     "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads(),
                     "repeats": repeats, "backbones": {}}

@@ -84,8 +84,8 @@ def register(sub) -> None:
     s.set_defaults(func=run_synthetic)
 
     sp = bsub.add_parser("speed", help="Examples/s of plain peft training vs meta-steps, adaptation cost by shots, 1 vs N processes.",
-                         description="Measured on --backbone and on tiny-bert. Writes speed.json, speed.md and speed.png.")
-    sp.add_argument("--backbone", default="minilm", help="Backbone to measure besides tiny-bert (default minilm).")
+                         description="Measured on each --backbone and on tiny-bert, in one run. Writes speed.json, speed.md and speed.png.")
+    sp.add_argument("--backbone", default="minilm", help="Backbone(s) to measure besides tiny-bert, comma-separated for rows side by side, e.g. minilm,mpnet (default minilm).")
     sp.add_argument("--out", default="runs/bench-speed", help="Output folder (default runs/bench-speed).")
     sp.add_argument("--shots", default="5,20,100", help="Support sizes (per class) for the adaptation-cost measurement (default 5,20,100).")
     sp.add_argument("--repeats", type=int, default=3, help="Timed repetitions of each step (after one warm-up; default 3).")
