@@ -528,6 +528,12 @@ class MetaTrainConfig:
     )
     budget: BudgetConfig = _help("The adaptation budget chosen per family after training.", default_factory=BudgetConfig)
     eval_every: int = _help("Validate every N outer steps (0 = never).", default=50)
+    cache_mb: float | None = _help(
+        "Memory cap (MB) of the per-example cache of token ids and frozen-prefix states; the least recently drawn examples "
+        "are dropped and recomputed when drawn again (same states, more time). Empty: no cap (fine for MiniLM; a base-size "
+        "encoder's states take ~0.3 MB per example, so a long run on large pools needs one).",
+        default=None,
+    )
     checkpoint_every: int = _help("Write a resumable checkpoint every N outer steps (0 = never).", default=50)
     mixed_precision: str = _help("`no`, or `bf16` where the device supports it.", default="no")
     log_with: str = _help("`tensorboard` (logs under output_dir/logs) or `none`.", default="tensorboard")
@@ -557,6 +563,8 @@ class MetaTrainConfig:
                   f"is learned through the head, which {self.algorithm} does not differentiate; use fomaml, maml or metasgd")
         c.positive(self.eval_every, "eval_every", allow_zero=True)
         c.positive(self.checkpoint_every, "checkpoint_every", allow_zero=True)
+        if self.cache_mb is not None:
+            c.positive(self.cache_mb, "cache_mb")
         if self.adapt_steps is not None:
             c.positive(self.adapt_steps, "adapt_steps", allow_zero=True)
         for n in self.adapt_steps_choices:

@@ -10,6 +10,7 @@ uses them (`ExampleCache`), which is where most of meta-training's speed comes f
 from __future__ import annotations
 
 import fnmatch
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -54,22 +55,49 @@ class Episode:
 
 
 class ExampleCache:
-    """Per-example token ids and frozen-prefix states, computed once, padded per episode."""
+    """Per-example token ids and frozen-prefix states, computed once, padded per episode.
 
-    def __init__(self, model: LoraClassifier):
+    Why a cap (`max_mb`): on a base-size encoder each example's states take a few hundred KB (96 tokens x
+    768 x 9 cached layers' output), and a meta-training draws tens of thousands of distinct examples from
+    large pools, few of them twice, so an unbounded cache grows by gigabytes for little reuse. With a cap
+    the least recently drawn examples are dropped and recomputed if drawn again: the same states
+    (a real token's state does not depend on the batch or its padding), only the time differs.
+    """
+
+    def __init__(self, model: LoraClassifier, max_mb: float | None = None):
         self.model = model
-        self.rows: dict[tuple[str, int], tuple[Tensor, Tensor | None]] = {}
+        self.max_bytes = None if max_mb is None else int(max_mb * 2**20)
+        self.rows: OrderedDict[tuple[str, int], tuple[Tensor, Tensor | None]] = OrderedDict()
+        self.bytes = 0
+        self.hits = self.misses = self.evictions = 0
+
+    @staticmethod
+    def _size(row: tuple[Tensor, Tensor | None]) -> int:
+        ids, hidden = row
+        return ids.nelement() * ids.element_size() + (0 if hidden is None else hidden.nelement() * hidden.element_size())
 
     def get(self, key_prefix: str, texts: Sequence[str], indices: Sequence[int]) -> Encoded:
-        todo = [i for i in dict.fromkeys(indices) if (key_prefix, i) not in self.rows]
+        wanted = list(dict.fromkeys(indices))
+        todo = [i for i in wanted if (key_prefix, i) not in self.rows]
+        self.misses += len(todo)
+        self.hits += len(wanted) - len(todo)
         if todo:
             enc = self.model.encode([texts[i] for i in todo])
             lengths = enc.mask.sum(1).tolist()
             for j, i in enumerate(todo):
                 n = max(int(lengths[j]), 1)
                 hidden = enc.hidden[j, :n].clone() if enc.hidden is not None else None
-                self.rows[(key_prefix, i)] = (enc.ids[j, :n].clone(), hidden)
-        rows = [self.rows[(key_prefix, i)] for i in indices]
+                row = (enc.ids[j, :n].clone(), hidden)
+                self.rows[(key_prefix, i)] = row
+                self.bytes += self._size(row)
+        for i in wanted:  # most recently drawn last: eviction takes from the front
+            self.rows.move_to_end((key_prefix, i))
+        rows = [self.rows[(key_prefix, i)] for i in indices]  # held here, so evicting below cannot lose them
+        if self.max_bytes is not None:
+            while self.bytes > self.max_bytes and len(self.rows) > len(wanted):
+                _, old = self.rows.popitem(last=False)
+                self.bytes -= self._size(old)
+                self.evictions += 1
         width = max(r[0].shape[0] for r in rows)
         ids = torch.zeros(len(rows), width, dtype=torch.long)
         mask = torch.zeros(len(rows), width, dtype=torch.long)

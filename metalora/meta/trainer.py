@@ -80,7 +80,7 @@ class MetaTrainer:
         # label-word scoring: every scenario's words, tokenised (and checked) before any training
         self.words = ({sc.name: scenario_words(self.model, sc) for sc in self.train_scenarios + self.val_scenarios}
                       if self.model.backbone.config.scoring == "label_words" else None)
-        self.cache = ExampleCache(self.model)
+        self.cache = ExampleCache(self.model, cfg.cache_mb)
         self.sampler = EpisodeSampler(self.train_scenarios, cfg.episodes, self.cache, cfg.seed, where="scenarios")
         self.val_sampler = (EpisodeSampler(self.val_scenarios, cfg.episodes, self.cache, cfg.seed + 1_000_003,
                                            split=cfg.val_split, where="val_scenarios", augment=False) if self.val_scenarios else None)
