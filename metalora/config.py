@@ -232,9 +232,13 @@ def _strip_optional(tp: Any) -> Any:
 
 
 def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
+    optional = tp is Any or _strip_optional(tp) is not tp
     tp = _strip_optional(tp)
     if value is None:
-        return None
+        if optional:
+            return None
+        empty = " (an empty list is [])" if typing.get_origin(tp) is tuple else ""
+        raise ConfigError(f"{source}: `{where}` cannot be null; give it a value{empty} or leave the key out for its default")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: `{where}` must be a mapping of {tp.__name__} fields, got {value!r}")

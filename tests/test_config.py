@@ -91,6 +91,16 @@ def test_unknown_key_in_yaml_names_file_and_key(tmp_path):
     assert str(path) in msg and "`lora.rank`" in msg and "known keys: r, alpha" in msg
 
 
+def test_null_override_of_a_list_names_the_key():
+    # was a TypeError from __post_init__ iterating None
+    with pytest.raises(ConfigError, match=r"`adapt_steps_choices` cannot be null; give it a value \(an empty list is \[\]\)"):
+        load_config(MetaTrainConfig, overrides=["adapt_steps_choices=null"])
+
+
+def test_null_keeps_meaning_none_where_a_field_allows_it():
+    assert load_config(MetaTrainConfig, overrides=["cache_mb=null"]).cache_mb is None
+
+
 def test_unknown_key_in_override():
     with pytest.raises(ConfigError, match=r"command-line overrides: unknown key `backbone.nmae`"):
         load_config(AdaptConfig, overrides=["backbone.nmae=tiny-bert"])
@@ -106,6 +116,7 @@ def test_unknown_key_in_override():
         ({"backbone": {"load_in_4bit": "maybe"}}, "`backbone.load_in_4bit`", "true or false"),
         ({"lora": 4}, "`lora`", "mapping of LoraSettings"),
         ({"lora": {"target_modules": 5}}, "`lora.target_modules`", "a list"),
+        ({"steps": None}, "`steps`", "cannot be null"),
     ],
 )
 def test_wrong_type_names_file_and_key(tmp_path, data, key, words):
