@@ -28,7 +28,7 @@ from metalora.meta.checkpoint import remove_partial, save_checkpoint
 from metalora.meta.checkpoint import resume as resume_checkpoint
 from metalora.meta.episodes import Episode, EpisodeSampler, ExampleCache, select_scenarios
 from metalora.label_words import scenario_words, start_params as label_word_head
-from metalora.memory import fix_mmap_threshold
+from metalora.memory import release_free_memory
 from metalora.model import HEAD_KEYS, PRIOR_KEY, SCALE_KEY, LoraClassifier, Params, prototype_head
 
 
@@ -73,8 +73,6 @@ class MetaTrainer:
         global_batch = cfg.meta_batch * cfg.grad_accum
         if cfg.algorithm != "multitask" and global_batch < self.acc.num_processes:
             raise TrainingError(f"meta_batch x grad_accum = {global_batch} episodes cannot be shared by {self.acc.num_processes} processes; raise meta_batch")
-        # before the model and the cache allocate: freed cache rows must go back to the system (metalora.memory)
-        self.mmap_threshold_fixed = fix_mmap_threshold()
         self.model = model or LoraClassifier(load_backbone(cfg.backbone), cfg.lora)
         if not self.model.backbone.quantized:  # a bitsandbytes backbone is placed at load time and refuses .to()
             self.model.to(self.acc.device)
@@ -345,6 +343,7 @@ class MetaTrainer:
                 offset += n
             self.optimizer.step()
             self.optimizer.zero_grad()
+            release_free_memory()  # the heap holes that this step's freed rows and temporaries left (metalora.memory)
             if self.lrs:
                 with torch.no_grad():
                     for v in self.lrs.values():

@@ -4,8 +4,9 @@ Each step "encodes" 26 examples (a padded [26, 96, 768] batch), keeps each examp
 its own tensor (as ExampleCache does), allocates a step's transient activations, and evicts the least
 recently added rows above the cap. Prints live MiB and the process's resident MiB.
 
-    python docs/results/arsc-dev-mpnet/fragmentation.py --cap-mb 1000 --steps 600            # glibc default
-    python docs/results/arsc-dev-mpnet/fragmentation.py --cap-mb 1000 --steps 600 --fixed    # metalora.memory
+    python docs/results/arsc-dev-mpnet/fragmentation.py --cap-mb 1000 --steps 600           # glibc default
+    python docs/results/arsc-dev-mpnet/fragmentation.py --cap-mb 1000 --steps 600 --trim    # what the trainer does
+    MALLOC_MMAP_THRESHOLD_=131072 python docs/results/arsc-dev-mpnet/fragmentation.py ...   # the rejected fix
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import random
 
 import torch
 
-from metalora.memory import fix_mmap_threshold
+from metalora.memory import release_free_memory
 
 
 def rss_mb() -> float:
@@ -23,7 +24,7 @@ def rss_mb() -> float:
         return int(next(l for l in f if l.startswith("VmRSS")).split()[1]) / 1024
 
 
-def run(cap_mb: float, steps: int, report_every: int = 100) -> list[tuple[int, float, float]]:
+def run(cap_mb: float, steps: int, report_every: int = 100, trim: bool = False) -> list[tuple[int, float, float]]:
     torch.manual_seed(0)
     rng = random.Random(0)
     rows: collections.OrderedDict = collections.OrderedDict()
@@ -39,6 +40,8 @@ def run(cap_mb: float, steps: int, report_every: int = 100) -> list[tuple[int, f
             _, old = rows.popitem(last=False)
             live -= old.nelement() * old.element_size()
         del work, batch
+        if trim:
+            release_free_memory()  # once per step, as MetaTrainer.train
         if (step + 1) % report_every == 0:
             out.append((step + 1, live / 2**20, rss_mb()))
     return out
@@ -48,9 +51,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cap-mb", type=float, default=1000)
     p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--fixed", action="store_true", help="fix glibc's mmap threshold first (metalora.memory)")
+    p.add_argument("--trim", action="store_true", help="metalora.memory.release_free_memory() after every step")
     a = p.parse_args()
-    if a.fixed:
-        print("mmap threshold fixed:", fix_mmap_threshold())
-    for step, live, rss in run(a.cap_mb, a.steps):
+    for step, live, rss in run(a.cap_mb, a.steps, trim=a.trim):
         print(f"step {step}: live {live:.0f} MiB, resident {rss:.0f} MiB", flush=True)
