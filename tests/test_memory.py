@@ -34,7 +34,7 @@ def _probe(mode: str) -> dict[str, float]:
 @pytest.mark.skipif(not GLIBC, reason="glibc's malloc_trim only")
 def test_trimming_each_step_keeps_resident_memory_near_the_live_cache():
     got = _probe("trim")
-    # glibc's defaults grow this pattern by ~700 MiB over its 100 MiB live (docs/results/arsc-dev-mpnet/README.md)
+    # glibc's defaults grew this pattern by 336-724 MiB for its 100 MiB live (docs/results/arsc-dev-mpnet/README.md)
     assert got["rss"] - got["start"] < got["live"] + 150, got
 
 
