@@ -35,8 +35,11 @@ from torch import Tensor, nn
 
 def _call(fn, **kwargs):
     """Call a transformers helper with the keyword arguments its signature has (names moved between
-    versions: `cache` / `past_key_values`, `inputs_embeds` / `input_embeds`)."""
+    versions: `cache` / `past_key_values`, `inputs_embeds` / `input_embeds`). Where a version keeps
+    both, the old name is only a deprecated alias that warns once per call, so it is left out."""
     params = inspect.signature(fn).parameters
+    if "cache" in params and "past_key_values" in params:
+        kwargs.pop("past_key_values", None)
     return fn(**{k: v for k, v in kwargs.items() if k in params and params[k].kind is not params[k].VAR_KEYWORD})
 
 

@@ -149,3 +149,17 @@ def test_all_layers_lora_runs_the_whole_model(tiny_backbone, seed, name):
     assert enc.hidden is None
     expected = _reference(tiny_backbone, name, params, enc, layers=(0, 1, 2))
     assert_close(model.features(params, enc), F.normalize(pool(expected, enc.mask, model.backbone.pooling), dim=-1))
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+def test_the_causal_prefix_passes_no_deprecated_cache_alias(tiny_backbone, seed, name):
+    """transformers 5 keeps `past_key_values` as a deprecated alias of `cache` in create_causal_mask and
+    warns on every call that passes both: a bench log filled with one line per encoded batch."""
+    import warnings
+
+    model = _model(tiny_backbone, name)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        enc = model.encode(TEXTS)
+        model.features(model.default_lora, enc)
+    assert not [w for w in caught if "past_key_values" in str(w.message)]
