@@ -10,7 +10,8 @@ grew by 336-724 MiB with glibc's defaults, by 109 MiB with the mmap threshold fi
 105-176 MiB with one `malloc_trim(0)` per step. The fixed threshold was rejected: every activation above
 it then costs a fresh mapping, and a real mpnet meta-step took 37 s instead of 28.5 s. One trim per
 outer step (seconds apart): 1,182 s against 1,163 s over 40 real mpnet steps, resident at the end
-1,566 MiB against 2,975 (`docs/results/arsc-dev-mpnet/realfrag.py`).
+1,566 MiB against 2,975 (`docs/results/arsc-dev-mpnet/realfrag.py`); the whole mpnet recipe then peaks
+at 4.80 GB instead of 6.46, with the same init.
 
 A no-op on other C libraries (musl has no malloc_trim) and on macOS / Windows.
 """
