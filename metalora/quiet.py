@@ -14,7 +14,8 @@ offline machines. Two such effects come with the dependencies metalora needs:
   bitsandbytes then uses its own CPU kernel, as it does without `kernels`; `kernels` itself stays
   importable for everything else. The same kernel failing for any other reason still shows.
 - transformers 5 warns "`is_gradient_checkpointing` is deprecated" (FutureWarning) each time peft
-  0.21 wraps a model, from peft's own code. It is dropped only while metalora itself calls peft
+  0.21 or older wraps a model, from peft's own code (peft 0.22 asks for the new name first and no
+  longer warns; setup.cfg admits both). It is dropped only while metalora itself calls peft
   (`peft_calls()`); the same warning raised by a user's own code, and every other warning, still shows.
 """
 from __future__ import annotations
