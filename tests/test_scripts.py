@@ -66,3 +66,38 @@ def test_test_sh_runs_setup_only_when_something_is_missing(tmp_path):
         lines = (root / "log.txt").read_text().splitlines()
         expected = [f"check {root}"] + ([] if complete else ["setup"]) + ["python -m pytest -q -k x"]
         assert lines == expected, lines
+
+
+def _requirements(setup_cfg: Path) -> list[str]:
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(setup_cfg, encoding="utf-8")
+    lines = cfg["options"]["install_requires"].splitlines()
+    for extra in cfg["options.extras_require"].values():
+        lines += extra.splitlines()
+    return [line.strip() for line in lines if line.strip()]
+
+
+def test_constraints_pin_within_setup_cfg_ranges_and_leave_torch_alone():
+    """A pin outside setup.cfg's range would make CI test a set users can never install; a torch pin would
+    make setup.sh replace the build a GPU machine installed first."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (ROOT / "scripts" / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not NAME==VERSION"
+            pins[canonicalize_name(name)] = version.strip()
+    assert "torch" not in pins
+    checked = 0
+    for text in _requirements(ROOT / "setup.cfg"):
+        req = Requirement(text)
+        name = canonicalize_name(req.name)
+        if name in pins and (req.marker is None or req.marker.evaluate()):
+            assert req.specifier.contains(pins[name], prereleases=True), f"constraints.txt pins {name}=={pins[name]}, setup.cfg asks {req}"
+            checked += 1
+    assert checked >= 10  # peft, transformers, accelerate, datasets, ... are all pinned
+    assert "-c scripts/constraints.txt" in (ROOT / "scripts" / "setup.sh").read_text(encoding="utf-8")
