@@ -17,6 +17,11 @@ offline machines. Two such effects come with the dependencies metalora needs:
   0.21 or older wraps a model, from peft's own code (peft 0.22 asks for the new name first and no
   longer warns; setup.cfg admits both). It is dropped only while metalora itself calls peft
   (`peft_calls()`); the same warning raised by a user's own code, and every other warning, still shows.
+- nevergrad 1.0's Cobyla hands scipy >= 1.16's COBYLA (pyprima) a final trust radius it rejects, and
+  scipy warns "COBYLA: Invalid RHOEND ... it is set to 1e-06" on every `metalora library compose`
+  (NGOpt picks Cobyla for a handful of weights). scipy repairs the value itself; the line is dropped
+  only around compose's search (`optimizer_calls()`). COBYLA's other warnings (a budget below
+  num_vars + 2, say) still show.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ BNB_KERNELS_MESSAGE = "Failed to load CPU gemm_4bit_forward from kernels-communi
 KERNELS_ABSENT = ("No module named 'kernels'", "import of kernels halted")
 _MISSING = object()
 GRADIENT_CHECKPOINTING_MESSAGE = r"`is_gradient_checkpointing` is deprecated"
+COBYLA_RHOEND_MESSAGE = r"COBYLA: Invalid RHOEND"
 
 
 class MissingKernelsPackage(logging.Filter):
@@ -99,4 +105,12 @@ def peft_calls() -> Iterator[None]:
     """Around metalora's own calls into peft: drop transformers' is_gradient_checkpointing FutureWarning."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=GRADIENT_CHECKPOINTING_MESSAGE, category=FutureWarning)
+        yield
+
+
+@contextlib.contextmanager
+def optimizer_calls() -> Iterator[None]:
+    """Around compose's nevergrad search: drop scipy's repaired-RHOEND UserWarning (see the module docstring)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=COBYLA_RHOEND_MESSAGE, category=UserWarning)
         yield

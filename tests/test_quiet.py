@@ -1,6 +1,7 @@
 """metalora.quiet drops exactly the two known, harmless messages, and nothing else."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 
@@ -116,3 +117,36 @@ def test_without_metalora_bitsandbytes_does_fetch_here():
         pytest.skip("this CPU has no AVX512-BF16: bitsandbytes asks for no CPU kernel here")
     assert calls == ["kernels-community/quantization-bitsandbytes"]
     assert quiet.BNB_KERNELS_MESSAGE in stderr
+
+
+def _cobyla_search(around=contextlib.nullcontext) -> list[str]:
+    """The warnings nevergrad's NGOpt (Cobyla, for three weights, as compose runs it) raises, `around` inside the recorder."""
+    import numpy as np
+    import nevergrad as ng
+
+    param = ng.p.Array(init=np.array([1.0, 0.0, 0.0]), lower=-1.5, upper=1.5)
+    param.random_state = np.random.RandomState(0)
+    opt = ng.optimizers.NGOpt(parametrization=param, budget=20, num_workers=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with around():
+            opt.minimize(lambda w: float(((np.asarray(w) - 0.3) ** 2).sum()))
+    return [str(w.message) for w in caught]
+
+
+def test_scipy_cobyla_rhoend_line_dropped_only_inside_optimizer_calls():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet.optimizer_calls():
+            warnings.warn("COBYLA: Invalid RHOEND; it should be a positive number and RHOEND <= RHOBEG; it is set to 1e-06", UserWarning)
+            warnings.warn("COBYLA: Invalid MAXFUN; it should be at least num_vars + 2; it is set to 6", UserWarning)
+        warnings.warn("COBYLA: Invalid RHOEND; outside", UserWarning)
+    assert [str(w.message) for w in caught] == [
+        "COBYLA: Invalid MAXFUN; it should be at least num_vars + 2; it is set to 6", "COBYLA: Invalid RHOEND; outside"]
+
+    # the real search: where this nevergrad + scipy pair raises the line, compose's wrapper drops it
+    outside = [m for m in _cobyla_search() if "Invalid RHOEND" in m]
+    inside = [m for m in _cobyla_search(quiet.optimizer_calls) if "Invalid RHOEND" in m]
+    assert inside == [], inside
+    if not outside:
+        pytest.skip("this nevergrad + scipy pair raises no RHOEND line; only the filter itself was checked")

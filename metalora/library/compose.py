@@ -38,6 +38,7 @@ from metalora.errors import ConfigError, DataError
 from metalora.library.entries import Entry
 from metalora.library.signals import features, loo_logits
 from metalora.model import LoraClassifier, Params
+from metalora.quiet import optimizer_calls
 
 BOUND = 1.5  # LoraHub's weight bounds
 L1 = 0.05  # LoraHub's L1 penalty on the weights
@@ -219,7 +220,8 @@ def compose(library, support, k: int = 3, budget: int = 40, entries: Sequence[st
         param = ng.p.Array(init=start, lower=-BOUND, upper=BOUND)
         param.random_state = np.random.RandomState(seed)
         opt = ng.optimizers.NGOpt(parametrization=param, budget=budget, num_workers=1)
-        best = np.asarray(opt.minimize(objective).value, dtype=float)
+        with optimizer_calls():  # scipy's repaired-RHOEND line, from inside nevergrad (metalora.quiet)
+            best = np.asarray(opt.minimize(objective).value, dtype=float)
         used_budget = budget
         if objective(best) > start_obj:
             notes.append(f"the search found no blend better than {chosen[0].name} alone; kept it")
