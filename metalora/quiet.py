@@ -101,16 +101,18 @@ def install() -> None:
 
 
 @contextlib.contextmanager
-def peft_calls() -> Iterator[None]:
+def _dropping(message: str, category: type[Warning]) -> Iterator[None]:
+    """Only inside the block: ignore warnings of `category` whose text starts with `message` (a regex)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=message, category=category)
+        yield
+
+
+def peft_calls() -> contextlib.AbstractContextManager[None]:
     """Around metalora's own calls into peft: drop transformers' is_gradient_checkpointing FutureWarning."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=GRADIENT_CHECKPOINTING_MESSAGE, category=FutureWarning)
-        yield
+    return _dropping(GRADIENT_CHECKPOINTING_MESSAGE, FutureWarning)
 
 
-@contextlib.contextmanager
-def optimizer_calls() -> Iterator[None]:
+def optimizer_calls() -> contextlib.AbstractContextManager[None]:
     """Around compose's nevergrad search: drop scipy's repaired-RHOEND UserWarning (see the module docstring)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=COBYLA_RHOEND_MESSAGE, category=UserWarning)
-        yield
+    return _dropping(COBYLA_RHOEND_MESSAGE, UserWarning)
