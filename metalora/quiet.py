@@ -2,7 +2,7 @@
 
 Users read every line a command prints; a message that sounds like a failure makes them think
 something broke, and a command that reaches the network when it was told nothing of the sort breaks
-offline machines. Two such effects come with the dependencies metalora needs:
+offline machines. Three such effects come with the dependencies metalora needs:
 
 - bitsandbytes (imported by peft), on CPUs with AVX512-BF16, fetches a 4-bit CPU matmul kernel from
   the Hub (`kernels-community/quantization-bitsandbytes`, through the `kernels` package that
