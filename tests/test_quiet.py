@@ -1,4 +1,4 @@
-"""metalora.quiet drops exactly the two known, harmless messages, and nothing else."""
+"""metalora.quiet drops exactly the three known, harmless messages, and nothing else."""
 from __future__ import annotations
 
 import contextlib
