@@ -455,7 +455,7 @@ class HeadBankConfig:
     criterion: str = _help(
         "What validation maximises when it picks the head: `accuracy`, or `accuracy_keep_f1` (the best accuracy among the "
         "choices whose mean macro-F1 is within f1_tolerance of the plain prototype head's, so a class prior cannot buy "
-        "accuracy by predicting the frequent class everywhere).",
+        "accuracy by predicting the frequent class everywhere), or `accuracy_plus_f1` (the best sum of the two).",
         default="accuracy",
     )
     f1_tolerance: float = _help("With criterion accuracy_keep_f1: how far below the plain head's macro-F1 a choice may be.",
@@ -472,7 +472,7 @@ class HeadBankConfig:
             for v in values:
                 c.require(v >= 0 and (name != "shrinkage" or v <= 1), name,
                           f"got {v!r}; must be in [0, 1]" if name == "shrinkage" else f"got {v!r}; must be >= 0")
-        c.choice(self.criterion, "criterion", ("accuracy", "accuracy_keep_f1"))
+        c.choice(self.criterion, "criterion", ("accuracy", "accuracy_keep_f1", "accuracy_plus_f1"))
         c.positive(self.f1_tolerance, "f1_tolerance", allow_zero=True)
         c.done()
 

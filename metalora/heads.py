@@ -299,9 +299,15 @@ def pick_choice(scores: dict[HeadChoice, tuple[float, float]], choices: Sequence
 
     `accuracy`: the best accuracy. `accuracy_keep_f1`: the best accuracy among the choices whose
     macro-F1 is at least the plain prototype head's minus `f1_tolerance` (the plain head must be scored).
+    `accuracy_plus_f1`: the best sum of the two, for targets judged on both (a point of F1 buys a point of
+    accuracy), so neither a class prior that predicts the frequent class nor a balanced head that ignores the
+    test set's skew wins by one figure alone.
     Ties go to the earlier choice (choice_grid puts the simplest first).
     """
     allowed = list(choices)
+    if criterion == "accuracy_plus_f1":
+        best = max(scores[c][0] + scores[c][1] for c in allowed)
+        return next(c for c in allowed if scores[c][0] + scores[c][1] >= best - 1e-12)
     if criterion == "accuracy_keep_f1":
         plain = [s for c, s in scores.items() if is_plain(c)]
         if not plain:

@@ -220,6 +220,10 @@ def test_validation_picks_by_accuracy_or_by_accuracy_that_keeps_macro_f1():
     assert pick_choice({**scores, shrunk: (0.80, 0.75)}, order, "accuracy_keep_f1") == plain  # a tie goes to the simpler
     with pytest.raises(ValueError, match="plain"):
         pick_choice({shrunk: (0.8, 0.7)}, [shrunk], "accuracy_keep_f1")
+    assert pick_choice(scores, order, "accuracy_plus_f1") == shrunk  # 1.54 against the prior's 1.46 and plain's 1.50
+    assert pick_choice({**scores, prior: (0.86, 0.68)}, order, "accuracy_plus_f1") == shrunk  # a tie goes to the simpler
+    assert pick_choice({**scores, prior: (0.86, 0.70)}, order, "accuracy_plus_f1") == prior
+    assert pick_choice({shrunk: (0.8, 0.7)}, [shrunk], "accuracy_plus_f1") == shrunk  # needs no plain head
 
 
 def test_build_bank_takes_class_means_and_natural_frequencies():

@@ -234,7 +234,8 @@ class MetaTrainer:
         over the scenarios) and sets `self.bank` with the best
         choice: the best accuracy, or with head.criterion=accuracy_keep_f1 the best accuracy among choices
         whose macro-F1 is within f1_tolerance of the plain prototype head's (so a class prior cannot win by
-        predicting the frequent class everywhere). Ties go to the simpler head (plain prototypes first).
+        predicting the frequent class everywhere), or with accuracy_plus_f1 the best sum of the two. Ties go to
+        the simpler head (plain prototypes first).
         """
         bank = self.build_bank()
         self.bank = bank
